@@ -1,0 +1,1 @@
+"""Storage backends: one module each, all behind the writer contract in ``base``."""

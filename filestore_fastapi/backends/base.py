@@ -1,0 +1,55 @@
+"""The writer contract every backend implements: write, commit, abort.
+
+A backend needs one ``Storage`` subclass (``open_writer``, ``delete``, ``open``) and
+one ``Writer``. The session feeds the writer each chunk as it arrives, then either
+commits it (the object becomes visible under its final name) or aborts it (nothing of
+it remains). Hashing, limits and naming happen before the writer sees a byte.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Chunk = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """What a backend needs to know to open a writer for one file."""
+
+    field_name: str
+    filename: str
+    """The safe name the file should get (backends add a suffix on collision)."""
+    content_type: str
+    destination: str
+    """Directory (local) or key prefix (memory, clouds), already resolved from the config."""
+
+
+@dataclass
+class StoredFile:
+    """Where a committed file went; the session turns it into ``FileData``."""
+
+    filename: str
+    path: Path | None = None
+    url: str | None = None
+    file: bytes | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Writer(ABC):
+    """Receives one file's bytes in order. ``commit`` or ``abort`` is called exactly once."""
+
+    @abstractmethod
+    async def write(self, chunk: Chunk) -> None:
+        """Accept the next bytes. The chunk is only valid during the call: copy to keep it."""
+
+    @abstractmethod
+    async def commit(self) -> StoredFile:
+        """Make the object visible under its final name and say where it is."""
+
+    @abstractmethod
+    async def abort(self) -> None:
+        """Remove everything written so far. Must not raise for an already-clean state."""

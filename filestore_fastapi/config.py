@@ -1,0 +1,95 @@
+"""Config: every key a storage understands, with defaults, validated at construction."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MiB = 1024 * 1024
+
+#: A hook receives one ``UploadContext`` and may be sync or async.
+Hook = Callable[..., Any]
+
+
+class Config(BaseModel):
+    """Settings of one storage. Unknown keys raise, so a typo never silently does nothing.
+
+    Request-wide limits (``max_body_size``, ``max_fields``, ``max_field_size``,
+    ``max_parts``) apply to the whole body; when several storages share a route the
+    strictest value wins.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    # Where and how files are written.
+    destination: str | Path | Hook = "."
+    base_url: str | None = None
+    overwrite: bool = False
+    chunk_size: int = Field(default=MiB, gt=0)
+    sanitize_filename: bool = True
+
+    # Per-file validation.
+    max_file_size: int | None = Field(default=None, ge=0)
+    min_file_size: int | None = Field(default=None, ge=0)
+    allowed_extensions: tuple[str, ...] | None = None
+    allowed_content_types: tuple[str, ...] | None = None
+
+    # Request-wide limits.
+    max_body_size: int | None = Field(default=None, ge=0)
+    max_fields: int = Field(default=1000, ge=0)
+    max_field_size: int = Field(default=MiB, ge=0)
+    max_parts: int = Field(default=1000, ge=0)
+
+    # Hooks: sync or async callables taking an ``UploadContext``.
+    filename: Hook | None = None
+    filters: Hook | Sequence[Hook] | None = None
+    metadata: Hook | None = None
+
+    # S3 (extra "s3").
+    AWS_BUCKET_NAME: str | None = None
+    AWS_DEFAULT_REGION: str | None = None
+    endpoint_url: str | None = None
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+    part_size: int = Field(default=8 * MiB, ge=5 * MiB)
+
+    # Google Cloud Storage (extra "gcp").
+    GCP_BUCKET_NAME: str | None = None
+    GCP_PROJECT: str | None = None
+    GCP_CREDENTIALS: Any = None
+
+    # Azure Blob Storage (extra "azure").
+    AZURE_STORAGE_CONTAINER: str | None = None
+    AZURE_STORAGE_CONNECTION_STRING: str | None = None
+    AZURE_STORAGE_ACCOUNT_URL: str | None = None
+    AZURE_STORAGE_CREDENTIAL: Any = None
+
+    def __init__(self, **keys: Any) -> None:
+        unknown = [key for key in keys if key not in type(self).model_fields]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, type(self).model_fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"Config got an unknown key {key!r}{hint}")
+        super().__init__(**keys)
+
+    @field_validator("allowed_extensions", mode="before")
+    @classmethod
+    def _normalise_extensions(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        return tuple("." + str(ext).lower().lstrip(".") for ext in value)
+
+    @field_validator("allowed_content_types", mode="before")
+    @classmethod
+    def _normalise_content_types(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        return tuple(str(ctype).lower().strip() for ctype in value)

@@ -1,0 +1,75 @@
+"""Upload errors, each mapped to its HTTP status once, here.
+
+They subclass Starlette's ``HTTPException`` so FastAPI answers them with its usual
+``{"detail": [...]}`` body and no exception handler needs installing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+
+class UploadError(HTTPException):
+    """A request the library refuses; ``detail`` has FastAPI's validation-error shape."""
+
+    status_code = 400
+    error_type = "upload_error"
+
+    def __init__(self, field: str | None, message: str) -> None:
+        loc = ["body", field] if field else ["body"]
+        detail = [{"loc": loc, "msg": message, "type": self.error_type}]
+        super().__init__(status_code=self.status_code)
+        self.detail: Any = detail  # FastAPI renders any JSON-able detail; Starlette types it as str
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message}"
+
+
+class MalformedRequest(UploadError):
+    """The body is not parseable multipart (bad boundary, truncated, invalid headers)."""
+
+    status_code = 400
+    error_type = "malformed_multipart"
+
+
+class PayloadTooLarge(UploadError):
+    """A size or count limit of the request or of one file was crossed."""
+
+    status_code = 413
+    error_type = "too_large"
+
+
+class UnsupportedMediaType(UploadError):
+    """The request is not multipart, or a file's extension or content type is not allowed."""
+
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class ValidationFailed(UploadError):
+    """A field breaks a rule: missing, over its count, too small, refused by a filter."""
+
+    status_code = 422
+    error_type = "value_error"
+
+
+class UploadConflict(UploadError):
+    """The target name exists and the backend does not overwrite nor rename."""
+
+    status_code = 409
+    error_type = "conflict"
+
+
+class StorageFailure(UploadError):
+    """The backend failed. The message is generic on purpose: backend errors can carry
+    credentials, bucket names or paths that must not reach the client."""
+
+    status_code = 500
+    error_type = "storage_error"
+
+    def __init__(self, field: str | None, message: str = "the file could not be stored") -> None:
+        super().__init__(field, message)

@@ -1,0 +1,26 @@
+"""FileData: what the route handler receives for each stored file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FileData(BaseModel):
+    """One stored file. A route may return it (or a list of them) as JSON directly."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    field_name: str
+    filename: str = Field(description="Stored name, relative to the destination (or the key for clouds).")
+    original_filename: str | None = Field(description="The name the client sent, unmodified.")
+    content_type: str
+    size: int
+    sha256: str = Field(description="Hex SHA-256 of the bytes stored.")
+    path: Path | None = Field(default=None, description="Absolute path, LocalStorage only.")
+    url: str | None = None
+    file: bytes | None = Field(default=None, exclude=True, repr=False, description="MemoryStorage only.")
+    storage: str
+    metadata: dict[str, Any] = Field(default_factory=dict)

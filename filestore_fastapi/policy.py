@@ -1,0 +1,95 @@
+"""Per-part decisions: may this part be stored, under which name, where.
+
+Everything here runs when a part's headers arrive, before any of its bytes is stored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from .config import Config, Hook
+from .errors import UnsupportedMediaType, ValidationFailed
+from .naming import UnsafeName, check_safe_name, sanitize_filename, split_extension
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class UploadContext:
+    """What a hook (``filename``, ``filters``, ``metadata``, ``destination``) receives."""
+
+    request: Request
+    field_name: str
+    filename: str
+    """The name the client sent, unmodified."""
+    content_type: str
+    form: Mapping[str, str]
+    """Text fields that came before this file in the body (last value wins)."""
+
+
+async def call_hook(hook: Hook, context: UploadContext) -> Any:
+    """Hooks may be plain or async functions."""
+    result = hook(context)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
+    """Exact match, or a ``type/*`` wildcard."""
+    major = content_type.split("/", 1)[0]
+    return content_type in allowed or f"{major}/*" in allowed
+
+
+async def check_part(config: Config, context: UploadContext) -> None:
+    """Refuse a part from its headers: extension and content type (415), filters (422)."""
+    field = context.field_name
+    if config.allowed_extensions is not None:
+        _, ext = split_extension(sanitize_filename(context.filename))
+        if ext.lower() not in config.allowed_extensions:
+            allowed = ", ".join(config.allowed_extensions)
+            raise UnsupportedMediaType(
+                field, f"{field}: extension {ext or '(none)'!r} is not allowed (allowed: {allowed})"
+            )
+    if config.allowed_content_types is not None and not content_type_allowed(
+        context.content_type, config.allowed_content_types
+    ):
+        allowed = ", ".join(config.allowed_content_types)
+        raise UnsupportedMediaType(
+            field, f"{field}: content type {context.content_type!r} is not allowed (allowed: {allowed})"
+        )
+    filters = config.filters
+    if filters is None:
+        return
+    for hook in filters if isinstance(filters, list | tuple) else (filters,):
+        verdict = await call_hook(hook, context)
+        if verdict is True:
+            continue
+        message = verdict if isinstance(verdict, str) and verdict else "rejected by a filter"
+        raise ValidationFailed(field, f"{field}: {message}")
+
+
+async def target_name(config: Config, context: UploadContext) -> str:
+    """The stored name: the ``filename`` hook's or the client's, sanitised or checked safe."""
+    name = context.filename
+    if config.filename is not None:
+        name = str(await call_hook(config.filename, context))
+    if config.sanitize_filename:
+        return sanitize_filename(name)
+    try:
+        return check_safe_name(name)
+    except UnsafeName as exc:
+        raise ValidationFailed(context.field_name, f"{context.field_name}: {exc}") from None
+
+
+async def target_destination(config: Config, context: UploadContext) -> str:
+    """The directory or key prefix, from the config or its ``destination`` hook."""
+    destination = config.destination
+    if callable(destination):
+        destination = await call_hook(destination, context)
+    return str(destination)

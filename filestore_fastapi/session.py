@@ -1,0 +1,274 @@
+"""One pass over one request's body, shared by every storage the route depends on.
+
+The first storage dependency FastAPI resolves runs the session; it streams every part
+to the storage that owns its field, and the other storages only collect their results.
+If anything fails, every file of the request is removed before the error propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import ClientDisconnect, Request
+
+from .backends.base import Writer, WriteRequest
+from .config import Config
+from .errors import PayloadTooLarge, StorageFailure, UploadError, ValidationFailed
+from .filedata import FileData
+from .multipart import Event, PartData, PartStart, form_events, parse_boundary, read_events
+from .policy import (
+    DEFAULT_CONTENT_TYPE,
+    UploadContext,
+    call_hook,
+    check_part,
+    target_destination,
+    target_name,
+)
+
+if TYPE_CHECKING:
+    from .dependency import Storage
+
+logger = logging.getLogger("filestore_fastapi")
+
+SESSION_KEY = "filestore_fastapi.session"
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Request-wide limits; with several storages on a route, the strictest of each."""
+
+    max_body_size: int | None
+    max_fields: int
+    max_field_size: int
+    max_parts: int
+
+    @classmethod
+    def strictest(cls, storages: Sequence[Storage]) -> RequestLimits:
+        configs = [storage.config for storage in storages] or [Config()]
+        body_limits = [c.max_body_size for c in configs if c.max_body_size is not None]
+        return cls(
+            max_body_size=min(body_limits) if body_limits else None,
+            max_fields=min(c.max_fields for c in configs),
+            max_field_size=min(c.max_field_size for c in configs),
+            max_parts=min(c.max_parts for c in configs),
+        )
+
+
+@dataclass
+class _OpenFile:
+    storage: Storage
+    writer: Writer
+    context: UploadContext
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+
+@dataclass
+class _TextField:
+    name: str
+    value: bytearray = field(default_factory=bytearray)
+
+
+class UploadSession:
+    """Parses a request once and keeps what each storage stored, or the error."""
+
+    def __init__(self, request: Request, storages: Sequence[Storage]) -> None:
+        self.request = request
+        self.storages = {storage.name: storage for storage in storages}
+        if len(self.storages) != len(storages):
+            raise ValueError("two storages on one route declare the same field name")
+        self.limits = RequestLimits.strictest(storages)
+        self.fields: list[tuple[str, str]] = []
+        self._files: list[FileData] = []
+        self._committed: list[tuple[Storage, FileData]] = []
+        self._open: _OpenFile | None = None
+        self._text: _TextField | None = None
+        self._part_count = 0
+        self._done = anyio.Event()
+        self._started = False
+        self._error: BaseException | None = None
+
+    @classmethod
+    def of(cls, request: Request, storages: Sequence[Storage]) -> UploadSession:
+        """The request's session, created on first use."""
+        session = request.scope.get(SESSION_KEY)
+        if session is None:
+            session = cls(request, storages)
+            request.scope[SESSION_KEY] = session
+        assert isinstance(session, UploadSession)
+        return session
+
+    async def files_for(self, storage: Storage) -> list[FileData]:
+        """The files stored for ``storage``'s field, parsing the body if nobody has yet."""
+        await self.run()
+        return [f for f in self._files if f.field_name == storage.name]
+
+    async def form(self) -> ImmutableMultiDict[str, str]:
+        """The text fields of the body, in order."""
+        await self.run()
+        return ImmutableMultiDict(self.fields)
+
+    async def run(self) -> None:
+        if self._started:
+            await self._done.wait()
+        else:
+            self._started = True
+            try:
+                await self._store_all()
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                self._done.set()
+        if self._error is not None:
+            raise self._error
+
+    async def _store_all(self) -> None:
+        try:
+            async for event in self._events():
+                await self._handle(event)
+            self._check_required()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._rollback()
+            if isinstance(exc, Exception) and not isinstance(exc, UploadError | ClientDisconnect):
+                logger.exception("upload failed")
+                field_name = self._open.context.field_name if self._open else None
+                raise StorageFailure(field_name) from exc
+            raise
+
+    def _events(self) -> AsyncIterator[Event]:
+        chunk_size = min((s.config.chunk_size for s in self.storages.values()), default=Config().chunk_size)
+        parsed_form = getattr(self.request, "_form", None)
+        if parsed_form is not None:
+            # FastAPI already parsed the body for a Form()/File() parameter of the route.
+            return form_events(parsed_form, chunk_size)
+        limit = self.limits.max_body_size
+        declared = self.request.headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(None, f"request body of {declared} bytes exceeds max_body_size of {limit}")
+        boundary = parse_boundary(self.request.headers.get("content-type"))
+        return read_events(self._body(limit), boundary)
+
+    async def _body(self, limit: int | None) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self.request.stream():
+            received += len(chunk)
+            if limit is not None and received > limit:
+                raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
+            if chunk:
+                yield chunk
+
+    async def _handle(self, event: Event) -> None:
+        if isinstance(event, PartData):
+            await self._on_data(event.data)
+        elif isinstance(event, PartStart):
+            await self._on_start(event)
+        else:
+            await self._on_end()
+
+    async def _on_start(self, part: PartStart) -> None:
+        self._part_count += 1
+        if self._part_count > self.limits.max_parts:
+            raise PayloadTooLarge(None, f"more than max_parts={self.limits.max_parts} parts in the body")
+        if part.filename is None:
+            if len(self.fields) >= self.limits.max_fields:
+                raise PayloadTooLarge(part.name, f"more than max_fields={self.limits.max_fields} text fields")
+            self._text = _TextField(part.name)
+            return
+        storage = self.storages.get(part.name)
+        if storage is None or part.filename == "":
+            return  # a file for a field nobody declared, or an empty file input: drained
+        stored_so_far = sum(1 for f in self._files if f.field_name == part.name)
+        if stored_so_far >= storage.count:
+            raise ValidationFailed(part.name, f"{part.name}: more than count={storage.count} files")
+        context = UploadContext(
+            request=self.request,
+            field_name=part.name,
+            filename=part.filename,
+            content_type=(part.content_type or DEFAULT_CONTENT_TYPE).lower(),
+            form=dict(self.fields),
+        )
+        await check_part(storage.config, context)
+        target = WriteRequest(
+            field_name=part.name,
+            filename=await target_name(storage.config, context),
+            content_type=context.content_type,
+            destination=await target_destination(storage.config, context),
+        )
+        self._open = _OpenFile(storage, await storage.open_writer(target), context)
+
+    async def _on_data(self, data: memoryview) -> None:
+        if self._open is not None:
+            current = self._open
+            current.size += len(data)
+            limit = current.storage.config.max_file_size
+            if limit is not None and current.size > limit:
+                name = current.context.field_name
+                raise PayloadTooLarge(name, f"{name}: file exceeds max_file_size of {limit} bytes")
+            current.hasher.update(data)
+            await current.writer.write(data)
+        elif self._text is not None:
+            self._text.value += data
+            if len(self._text.value) > self.limits.max_field_size:
+                name = self._text.name
+                limit = self.limits.max_field_size
+                raise PayloadTooLarge(name, f"{name}: text field exceeds max_field_size of {limit} bytes")
+
+    async def _on_end(self) -> None:
+        if self._text is not None:
+            self.fields.append((self._text.name, self._text.value.decode("utf-8", errors="replace")))
+            self._text = None
+        current = self._open
+        if current is None:
+            return
+        config, context = current.storage.config, current.context
+        if config.min_file_size is not None and current.size < config.min_file_size:
+            name, limit = context.field_name, config.min_file_size
+            raise ValidationFailed(name, f"{name}: file is smaller than min_file_size of {limit} bytes")
+        stored = await current.writer.commit()
+        self._open = None
+        file_data = FileData(
+            field_name=context.field_name,
+            filename=stored.filename,
+            original_filename=context.filename,
+            content_type=context.content_type,
+            size=current.size,
+            sha256=current.hasher.hexdigest(),
+            path=stored.path,
+            url=stored.url,
+            file=stored.file,
+            storage=current.storage.storage_name,
+            metadata=stored.metadata,
+        )
+        self._files.append(file_data)
+        self._committed.append((current.storage, file_data))
+        if config.metadata is not None:
+            file_data.metadata.update(await call_hook(config.metadata, context))
+
+    def _check_required(self) -> None:
+        for name, storage in self.storages.items():
+            if storage.required and not any(f.field_name == name for f in self._files):
+                raise ValidationFailed(name, f"{name}: field required")
+
+    async def _rollback(self) -> None:
+        """Abort the file being written and delete the files already committed."""
+        current, self._open = self._open, None
+        if current is not None:
+            try:
+                await current.writer.abort()
+            except Exception:
+                logger.exception("could not abort a partial upload")
+        for storage, file_data in reversed(self._committed):
+            try:
+                await storage.delete(file_data)
+            except Exception:
+                logger.exception("could not delete %s during rollback", file_data.filename)
+        self._committed.clear()
+        self._files.clear()
