@@ -1,0 +1,140 @@
+"""Run an app under a real uvicorn on a free loopback port, and read its process figures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _proc_field(pid: int, name: str, key: str) -> int:
+    """A number from /proc/<pid>/<name>: ``VmHWM`` (kB) in status, ``write_bytes`` in io."""
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        label, _, value = line.partition(":")
+        if label == key:
+            return int(value.split()[0])
+    raise KeyError(key)
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss(self) -> int:
+        """Resident set size now, in bytes."""
+        return _proc_field(self.pid, "status", "VmRSS") * 1024
+
+    def peak_rss(self) -> int:
+        """Peak resident set size since start (VmHWM), in bytes."""
+        return _proc_field(self.pid, "status", "VmHWM") * 1024
+
+    def reset_peak_rss(self) -> None:
+        """Make VmHWM start again from the current RSS (Linux: write 5 to clear_refs)."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def written_bytes(self) -> int:
+        """Bytes this process caused to be written to storage (``write_bytes`` in /proc/<pid>/io)."""
+        return _proc_field(self.pid, "io", "write_bytes")
+
+    def read_bytes_from_socket(self) -> int:
+        """Bytes read by the process through read()-like calls (``rchar``), sockets included."""
+        return _proc_field(self.pid, "io", "rchar")
+
+
+@contextmanager
+def run_uvicorn(
+    app: str, env: Mapping[str, str] | None = None, *, workers: int = 1, timeout: float = 30.0
+) -> Iterator[Server]:
+    """Start ``uvicorn app`` (``module:attribute``) on 127.0.0.1 and stop it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--http", "httptools", "--log-level", "warning", "--workers", str(workers)]
+    process_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    process = subprocess.Popen(command, env=process_env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving {app}")
+            try:
+                httpx.get(url + "/", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not answer on {url} within {timeout}s") from None
+                time.sleep(0.1)
+        yield Server(url=url, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def multipart_stream(
+    field: str,
+    filename: str,
+    size: int,
+    *,
+    content_type: str = "application/octet-stream",
+    block: int = 1 << 20,
+) -> tuple[str, int, Iterator[bytes], str]:
+    """A multipart body of one file of ``size`` pseudo-random bytes, generated on the fly.
+
+    Returns (content type header, content length, body iterator, sha256 of the file).
+    The bytes repeat a fixed random block, so the client costs no memory and little CPU.
+    """
+    import hashlib
+
+    boundary = "filestore-e2e-boundary-7d1f9c"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    pattern = os.urandom(block)
+    digest = hashlib.sha256()
+    full, rest = divmod(size, block)
+    for _ in range(full):
+        digest.update(pattern)
+    digest.update(pattern[:rest])
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(full):
+            yield pattern
+        if rest:
+            yield pattern[:rest]
+        yield tail
+
+    return (
+        f"multipart/form-data; boundary={boundary}",
+        len(head) + size + len(tail),
+        body(),
+        digest.hexdigest(),
+    )
