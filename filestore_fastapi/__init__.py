@@ -29,6 +29,7 @@ __all__ = [
     "MalformedRequest",
     "MemoryStorage",
     "PayloadTooLarge",
+    "PresignedRequest",
     "Storage",
     "StorageFailure",
     "StoredFile",

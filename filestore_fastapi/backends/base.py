@@ -44,7 +44,7 @@ class Writer(ABC):
 
     @abstractmethod
     async def write(self, chunk: Chunk) -> None:
-        """Accept the next bytes. The chunk is only valid during the call: copy to keep it."""
+        """Accept the next bytes. Chunks view immutable bytes: a writer may keep them uncopied."""
 
     @abstractmethod
     async def commit(self) -> StoredFile:
@@ -53,3 +53,12 @@ class Writer(ABC):
     @abstractmethod
     async def abort(self) -> None:
         """Remove everything written so far. Must not raise for an already-clean state."""
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    """A request a client can make without credentials: method, URL and headers to send."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
