@@ -11,13 +11,18 @@ Each emulator runs as a subprocess bound to ``127.0.0.1`` on a free port:
 Use them as context managers (or call ``start()`` / ``stop()``)::
 
     with MotoServer() as s3:
-        boto3.client("s3", endpoint_url=s3.endpoint_url, **s3.client_kwargs())
+        boto3.client("s3", **s3.client_kwargs())   # endpoint, region, dummy keys
+    with FakeGcsServer() as gcs:
+        storage.Client(**gcs.client_kwargs())       # api_endpoint, anonymous credentials
+    with Azurite() as az:
+        BlobServiceClient.from_connection_string(az.connection_string)
 
 Nothing here touches ``os.environ``; each class exposes what a client needs.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -30,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -65,6 +71,10 @@ class EmulatorNotInstalledError(EmulatorError):
     """The emulator's program is missing; the message says how to install it."""
 
 
+class _ExitedEarlyError(EmulatorError):
+    """The server process exited before answering (retried on a fresh port)."""
+
+
 def free_port() -> int:
     """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -90,6 +100,7 @@ class _Emulator:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_path: Path | None = None
+        self._cmd: list[str] = []
 
     # -- to override -------------------------------------------------------------------
     def _command(self, workdir: Path) -> list[str]:
@@ -117,23 +128,24 @@ class _Emulator:
     def start(self) -> Self:
         if self._proc is not None:
             raise EmulatorError(f"{self.name} is already running on {self.endpoint_url}")
-        last_error: EmulatorError | None = None
+        last_error: _ExitedEarlyError | None = None
         for _ in range(self.start_attempts):
             try:
                 self._start_once()
                 return self
-            except EmulatorNotInstalledError:
-                self.stop()
-                raise
-            except EmulatorError as exc:
+            except _ExitedEarlyError as exc:  # maybe lost the port race: retry on a new port
                 self.stop()
                 last_error = exc
+            except BaseException:  # not installed, Ctrl-C while polling...: never leak the process
+                self.stop()
+                raise
         assert last_error is not None
         raise last_error
 
     def stop(self) -> None:
         """Kill the server and its process group, reap it, remove its scratch directory."""
         proc, self._proc = self._proc, None
+        _LIVE.discard(self)
         if proc is not None:
             _terminate_group(proc, self.stop_timeout)
         if self._workdir is not None:
@@ -158,7 +170,7 @@ class _Emulator:
         workdir = Path(self._workdir.name)
         self._log_path = workdir / "server.log"
         self.port = free_port()
-        cmd = self._command(workdir)
+        cmd = self._cmd = self._command(workdir)
         with self._log_path.open("wb") as log:
             try:
                 self._proc = subprocess.Popen(
@@ -172,6 +184,7 @@ class _Emulator:
                 )
             except FileNotFoundError as exc:
                 raise EmulatorNotInstalledError(f"{self.name}: cannot run {cmd[0]!r}: {exc}") from exc
+        _LIVE.add(self)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -181,23 +194,37 @@ class _Emulator:
         while True:
             rc = self._proc.poll()
             if rc is not None:
-                raise EmulatorError(
+                raise _ExitedEarlyError(
                     f"{self.name} exited with code {rc} before answering on {url}.\n"
-                    f"command: {self._proc.args}\noutput:\n{self.output()}"
+                    f"command: {' '.join(self._cmd)}\noutput:\n{self.output()}"
                 )
             if _answers_http(url):
                 return
             if time.monotonic() > deadline:
                 raise EmulatorError(
-                    f"{self.name} did not answer on {url} within {self.start_timeout:.0f}s.\n"
-                    f"command: {self._proc.args}\noutput:\n{self.output()}"
+                    f"{self.name} did not answer on {url} within {self.start_timeout:g}s.\n"
+                    f"command: {' '.join(self._cmd)}\noutput:\n{self.output()}"
                 )
             time.sleep(0.1)
 
 
+# Safety net: servers still running when the interpreter exits (a test forgot stop()).
+_LIVE: weakref.WeakSet[_Emulator] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for emulator in list(_LIVE):
+        emulator.stop()
+
+
+# Talk to loopback directly even if *_proxy variables are set.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _answers_http(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2):
+        with _DIRECT.open(url, timeout=2):
             return True
     except urllib.error.HTTPError:
         return True  # any HTTP status means the server is up
@@ -262,7 +289,7 @@ class MotoServer(_Emulator):
     def reset(self) -> None:
         """Drop all state (buckets, objects, uploads) in the running server."""
         req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
-        with urllib.request.urlopen(req, timeout=10):
+        with _DIRECT.open(req, timeout=10):
             pass
 
 
