@@ -7,7 +7,7 @@ storage.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from python_multipart.exceptions import MultipartParseError
@@ -156,7 +156,7 @@ class MultipartReader:
         self._ended = True
 
 
-async def read_events(chunks: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[Event]:
+async def read_events(chunks: AsyncIterator[bytes], boundary: bytes) -> AsyncGenerator[Event, None]:
     """Events of a whole multipart body, as the chunks arrive."""
     reader = MultipartReader(boundary)
     async for chunk in chunks:
@@ -165,7 +165,7 @@ async def read_events(chunks: AsyncIterator[bytes], boundary: bytes) -> AsyncIte
     reader.close()
 
 
-async def form_events(form: FormData, chunk_size: int) -> AsyncIterator[Event]:
+async def form_events(form: FormData, chunk_size: int) -> AsyncGenerator[Event, None]:
     """The same events from a form FastAPI has already parsed (slower: it was spooled)."""
     for name, value in form.multi_items():
         if isinstance(value, str):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,6 +91,7 @@ class UploadSession:
         self._open: _OpenFile | None = None
         self._text: _TextField | None = None
         self._part_count = 0
+        self._body_complete = False
         self._done = anyio.Event()
         self._started = False
         self._error: BaseException | None = None
@@ -131,23 +133,35 @@ class UploadSession:
 
     async def _store_all(self) -> None:
         try:
-            async for event in self._events():
-                await self._handle(event)
+            async with aclosing(self._events()) as events:
+                async for event in events:
+                    await self._handle(event)
             self._check_required()
         except BaseException as exc:
+            field_name = self._open.context.field_name if self._open else None
             with anyio.CancelScope(shield=True):
                 await self._rollback()
             if isinstance(exc, Exception) and not isinstance(exc, UploadError | ClientDisconnect):
                 logger.exception("upload failed")
-                field_name = self._open.context.field_name if self._open else None
-                raise StorageFailure(field_name) from exc
+                failure = StorageFailure(field_name)
+                self._close_if_unread(failure)
+                raise failure from exc
+            if isinstance(exc, UploadError):
+                self._close_if_unread(exc)
             raise
 
-    def _events(self) -> AsyncIterator[Event]:
+    def _close_if_unread(self, error: UploadError) -> None:
+        """Answer an early rejection with ``Connection: close``: otherwise the server would
+        keep reading (and discarding) the rest of a body that may be gigabytes long."""
+        if not self._body_complete:
+            error.headers = {**(error.headers or {}), "Connection": "close"}
+
+    def _events(self) -> AsyncGenerator[Event, None]:
         chunk_size = min((s.config.chunk_size for s in self.storages.values()), default=Config().chunk_size)
         parsed_form = getattr(self.request, "_form", None)
         if parsed_form is not None:
             # FastAPI already parsed the body for a Form()/File() parameter of the route.
+            self._body_complete = True
             return form_events(parsed_form, chunk_size)
         limit = self.limits.max_body_size
         declared = self.request.headers.get("content-length", "")
@@ -156,7 +170,7 @@ class UploadSession:
         boundary = parse_boundary(self.request.headers.get("content-type"))
         return read_events(self._body(limit), boundary)
 
-    async def _body(self, limit: int | None) -> AsyncIterator[bytes]:
+    async def _body(self, limit: int | None) -> AsyncGenerator[bytes, None]:
         received = 0
         async for chunk in self.request.stream():
             received += len(chunk)
@@ -164,6 +178,7 @@ class UploadSession:
                 raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
             if chunk:
                 yield chunk
+        self._body_complete = True
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, PartData):
