@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
 
-.PHONY: run test lint typecheck pytest emulators clean
+.PHONY: run test lint typecheck docs pytest emulators clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ typecheck: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed emulators
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint typecheck docs pytest
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
