@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
 
-.PHONY: run test lint typecheck docs pytest emulators clean
+.PHONY: run test test-large lint typecheck docs pytest emulators browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,26 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-installed emulators
-	$(BIN)/pytest -q
+# Debian's Chromium for the browser tests (nothing downloads a browser at test time).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	elif [ "$$CI" = true ]; then echo "chromium missing and not installable" >&2; exit 1; \
+	else echo "chromium missing: browser tests will skip" >&2; fi
+
+# Swagger UI's assets from npm, served to the offline browser test in place of FastAPI's CDN.
+SWAGGER_UI := $(TOOLS)/swagger-ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js
+$(SWAGGER_UI):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/swagger-ui swagger-ui-dist@5
+	touch $@
+
+pytest: $(VENV)/.dev-installed emulators browser $(SWAGGER_UI)
+	$(BIN)/pytest -q -m "not large"
+
+# The 512 MiB uploads to each emulator (minutes each: the emulators are slow, not the library).
+test-large: $(VENV)/.dev-installed emulators
+	$(BIN)/pytest -q -s -m large
 
 docs: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
@@ -47,3 +65,17 @@ test: lint typecheck docs pytest
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 4) in their own venv, so filestore 2.0.0 and matplotlib never reach .venv.
+BENCH_VENV := $(TOOLS)/bench-venv
+
+.PHONY: bench
+
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e ".[s3]" -r benchmarks/requirements.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks

@@ -1,30 +1,132 @@
-"""Example app: documents on local disk, images in memory."""
+"""Example app: a page at ``/`` that uploads documents, lists them and downloads them back.
+
+``make run`` serves it on http://127.0.0.1:8000; the backend comes from ``FILESTORE_BACKEND``
+(see ``example_app/storage.py``). The API is documented at ``/docs``.
+"""
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+import mimetypes
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from filestore_fastapi import Config, FileData, LocalStorage, MemoryStorage
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 
-documents = LocalStorage(
-    name="document",
-    count=5,
-    config=Config(destination="uploads/documents", base_url="/media/documents", max_file_size=50 * 1024 * 1024),
+from filestore_fastapi import FileData, install_openapi
+
+from .storage import ALLOWED_EXTENSIONS, FIELD, LOCAL_BASE_URL, MAX_FILES_PER_REQUEST, Settings, make_storage
+
+STATIC = Path(__file__).parent / "static"
+
+settings = Settings.from_env()
+documents = make_storage(settings)
+
+app = FastAPI(
+    title="filestore-fastapi example",
+    summary="Documents stream straight into the configured storage backend.",
 )
-images = MemoryStorage(
-    name="image",
-    count=3,
-    config=Config(allowed_content_types=["image/*"], max_file_size=10 * 1024 * 1024),
-)
+install_openapi(app)  # the upload fields show in /openapi.json and /docs
 
-app = FastAPI(title="filestore-fastapi example")
+
+class StoredDocument(BaseModel):
+    """What the page shows for one stored file."""
+
+    name: str = Field(description="The stored name (a suffix is added if the name was taken).")
+    original_name: str | None
+    size: int
+    sha256: str
+    content_type: str
+    download_url: str
+
+
+class UploadSettings(BaseModel):
+    """The limits the page tells the user before they upload."""
+
+    backend: str
+    field: str
+    max_files_per_request: int
+    max_file_size: int
+    allowed_extensions: list[str]
+
+
+class UploadedFiles(StaticFiles):
+    """Static files that a browser never sniffs into another type (an upload posing as HTML)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def describe(file: FileData) -> StoredDocument:
+    # A cloud object's own URL needs a public bucket; the app's download route does not.
+    url = file.url if settings.served_as_static_files and file.url else f"/files/{quote(file.filename)}"
+    return StoredDocument(
+        name=file.filename.rsplit("/", 1)[-1],
+        original_name=file.original_filename,
+        size=file.size,
+        sha256=file.sha256,
+        content_type=file.content_type,
+        download_url=url,
+    )
+
+
+@app.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@app.get("/api/settings")
+async def upload_settings() -> UploadSettings:
+    return UploadSettings(
+        backend=settings.backend,
+        field=FIELD,
+        max_files_per_request=MAX_FILES_PER_REQUEST,
+        max_file_size=settings.max_file_size,
+        allowed_extensions=list(ALLOWED_EXTENSIONS),
+    )
 
 
 @app.post("/documents")
-async def upload_documents(files: list[FileData] = Depends(documents)) -> list[FileData]:
-    return files
+async def upload_documents(
+    files: Annotated[list[FileData], Depends(documents)],
+) -> list[StoredDocument]:
+    """Store up to five documents sent as the multipart field `document`."""
+    return [describe(file) for file in files]
 
 
-@app.post("/images")
-async def upload_images(files: list[FileData] = Depends(images)) -> list[FileData]:
-    return files
+@app.get("/files/{key:path}", name="download")
+async def download(key: str) -> StreamingResponse:
+    """Stream a stored file back; used by the backends that are not served as static files."""
+    chunks = documents.open(key)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except (LookupError, OSError, ValueError):
+        raise HTTPException(status_code=404, detail="no such file") from None
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    name = key.rsplit("/", 1)[-1]
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    disposition = f"attachment; filename*=UTF-8''{quote(name)}"
+    return StreamingResponse(
+        body(),
+        media_type=media_type,
+        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+app.mount("/static", StaticFiles(directory=STATIC), name="static")
+if settings.served_as_static_files:
+    Path(settings.destination).mkdir(parents=True, exist_ok=True)
+    app.mount(LOCAL_BASE_URL, UploadedFiles(directory=settings.destination), name="media")

@@ -4,7 +4,8 @@ Importing this package never imports a cloud SDK; each cloud backend loads its S
 first use and names the pip extra to install when it is missing.
 """
 
-from .backends.base import StoredFile, Writer, WriteRequest
+from .backends.base import PresignedRequest, StoredFile, Writer, WriteRequest
+from .backends.gcs import GCSStorage
 from .backends.local import LocalStorage
 from .backends.memory import MemoryStorage
 from .config import Config
@@ -20,11 +21,14 @@ from .errors import (
 )
 from .filedata import FileData
 from .naming import sanitize_filename
+from .openapi import FormModel, add_upload_bodies, install_openapi
 from .policy import UploadContext
 
 __all__ = [
     "Config",
     "FileData",
+    "FormModel",
+    "GCSStorage",
     "LocalStorage",
     "MalformedRequest",
     "MemoryStorage",
@@ -40,6 +44,8 @@ __all__ = [
     "ValidationFailed",
     "WriteRequest",
     "Writer",
+    "add_upload_bodies",
     "form_fields",
+    "install_openapi",
     "sanitize_filename",
 ]
