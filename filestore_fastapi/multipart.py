@@ -7,6 +7,7 @@ storage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from .errors import MalformedRequest, UnsupportedMediaType
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046 section 5.1.1
 MAX_PART_HEADERS = 16
 MAX_HEADER_LINE = 8 * 1024
+_FORBIDDEN_IN_HEADER = re.compile(rb"[\r\n\x00]")
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,11 @@ class MultipartReader:
 
     def _on_header_end(self) -> None:
         name = bytes(self._field).decode("latin-1").strip().lower()
-        self._headers.append((name, bytes(self._value).strip()))
+        value = bytes(self._value).strip(b" \t")
+        if _FORBIDDEN_IN_HEADER.search(value):
+            # RFC 9110 5.5 forbids them, browsers escape them, and parsers disagree on them.
+            raise MalformedRequest(None, "a multipart part header contains CR, LF or NUL")
+        self._headers.append((name, value))
         self._field.clear()
         self._value.clear()
 
@@ -179,6 +185,9 @@ async def form_events(form: FormData, chunk_size: int) -> AsyncGenerator[Event, 
                 headers=tuple(value.headers.items()),
             )
             await value.seek(0)
-            while chunk := await value.read(chunk_size):
-                yield PartData(memoryview(chunk))
+            try:
+                while chunk := await value.read(chunk_size):
+                    yield PartData(memoryview(chunk))
+            finally:
+                await value.seek(0)  # the route's own File() parameter may read it next
         yield PartEnd()

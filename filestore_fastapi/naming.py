@@ -44,7 +44,8 @@ def sanitize_filename(name: str) -> str:
     name = name.strip(" .")
     if _WINDOWS_RESERVED.match(name):
         name = "_" + name
-    return truncate_name(name or FALLBACK_NAME)
+    # Cutting a long stem can expose a trailing dot or space again.
+    return truncate_name(name or FALLBACK_NAME).rstrip(" .")
 
 
 def check_safe_name(name: str) -> str:

@@ -41,17 +41,20 @@ async def call_hook(hook: Hook, context: UploadContext) -> Any:
 
 
 def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
-    """Exact match, or a ``type/*`` wildcard."""
-    major = content_type.split("/", 1)[0]
-    return content_type in allowed or f"{major}/*" in allowed
+    """Exact match, or a ``type/*`` wildcard; parameters (``; charset=...``) do not count."""
+    media_type = content_type.split(";", 1)[0].strip()
+    major = media_type.split("/", 1)[0]
+    return media_type in allowed or f"{major}/*" in allowed
 
 
 async def check_part(config: Config, context: UploadContext) -> None:
     """Refuse a part from its headers: extension and content type (415), filters (422)."""
     field = context.field_name
     if config.allowed_extensions is not None:
-        _, ext = split_extension(sanitize_filename(context.filename))
-        if ext.lower() not in config.allowed_extensions:
+        name = sanitize_filename(context.filename)
+        # endswith, not the last suffix alone, so that ".tar.gz" can be allowed.
+        if not name.lower().endswith(config.allowed_extensions):
+            _, ext = split_extension(name)
             allowed = ", ".join(config.allowed_extensions)
             raise UnsupportedMediaType(
                 field, f"{field}: extension {ext or '(none)'!r} is not allowed (allowed: {allowed})"

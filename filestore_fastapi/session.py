@@ -22,7 +22,15 @@ from .backends.base import Writer, WriteRequest
 from .config import Config
 from .errors import PayloadTooLarge, StorageFailure, UploadError, ValidationFailed
 from .filedata import FileData
-from .multipart import Event, PartData, PartStart, form_events, parse_boundary, read_events
+from .multipart import (
+    Event,
+    PartData,
+    PartStart,
+    decode_header_value,
+    form_events,
+    parse_boundary,
+    read_events,
+)
 from .policy import (
     DEFAULT_CONTENT_TYPE,
     UploadContext,
@@ -31,6 +39,7 @@ from .policy import (
     target_destination,
     target_name,
 )
+from .sniffing import ContentCheckingWriter
 
 if TYPE_CHECKING:
     from .dependency import Storage
@@ -194,7 +203,9 @@ class UploadSession:
             raise PayloadTooLarge(None, f"more than max_parts={self.limits.max_parts} parts in the body")
         if part.filename is None:
             if len(self.fields) >= self.limits.max_fields:
-                raise PayloadTooLarge(part.name, f"more than max_fields={self.limits.max_fields} text fields")
+                raise PayloadTooLarge(
+                    part.name, f"{part.name}: more than max_fields={self.limits.max_fields} text fields"
+                )
             self._text = _TextField(part.name)
             return
         storage = self.storages.get(part.name)
@@ -217,7 +228,11 @@ class UploadSession:
             content_type=context.content_type,
             destination=await target_destination(storage.config, context),
         )
-        self._open = _OpenFile(storage, await storage.open_writer(target), context)
+        if storage.config.verify_content:
+            writer: Writer = ContentCheckingWriter(storage, target)  # opens the backend's once the bytes pass
+        else:
+            writer = await storage.open_writer(target)
+        self._open = _OpenFile(storage, writer, context)
 
     async def _on_data(self, data: memoryview) -> None:
         if self._open is not None:
@@ -238,7 +253,8 @@ class UploadSession:
 
     async def _on_end(self) -> None:
         if self._text is not None:
-            self.fields.append((self._text.name, self._text.value.decode("utf-8", errors="replace")))
+            # UTF-8, else latin-1: what Starlette's Form() would give for the same bytes.
+            self.fields.append((self._text.name, decode_header_value(bytes(self._text.value))))
             self._text = None
         current = self._open
         if current is None:
