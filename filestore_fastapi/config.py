@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MiB = 1024 * 1024
 
@@ -37,6 +37,8 @@ class Config(BaseModel):
     min_file_size: int | None = Field(default=None, ge=0)
     allowed_extensions: tuple[str, ...] | None = None
     allowed_content_types: tuple[str, ...] | None = None
+    verify_content: bool = False
+    """Also check the type the first bytes show against ``allowed_content_types`` (extra ``sniff``)."""
 
     # Request-wide limits.
     max_body_size: int | None = Field(default=None, ge=0)
@@ -93,3 +95,14 @@ class Config(BaseModel):
         if isinstance(value, str):
             value = [value]
         return tuple(str(ctype).lower().strip() for ctype in value)
+
+    @model_validator(mode="after")
+    def _sniffer_available(self) -> Config:
+        # At construction, so a missing extra fails at start-up rather than on the first upload.
+        if self.verify_content:
+            if self.allowed_content_types is None:
+                raise ValueError("verify_content=True needs allowed_content_types to check against")
+            from .sniffing import require_sniffer
+
+            require_sniffer()
+        return self
