@@ -9,7 +9,7 @@ from .backends.gcs import GCSStorage
 from .backends.local import LocalStorage
 from .backends.memory import MemoryStorage
 from .config import Config
-from .dependency import Storage, form_fields
+from .dependency import FormModel, Storage, form_fields
 from .errors import (
     MalformedRequest,
     PayloadTooLarge,
@@ -21,7 +21,7 @@ from .errors import (
 )
 from .filedata import FileData
 from .naming import sanitize_filename
-from .openapi import FormModel, add_upload_bodies, install_openapi
+from .openapi import add_upload_bodies, install_openapi
 from .policy import UploadContext
 
 __all__ = [

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
 
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 
@@ -14,6 +19,8 @@ from .backends.base import Writer, WriteRequest
 from .config import Config
 from .filedata import FileData
 from .session import UploadSession
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Storage(ABC):
@@ -36,9 +43,16 @@ class Storage(ABC):
         self.required = required
         self.config = config if config is not None else Config()
 
-    async def __call__(self, request: Request) -> list[FileData]:
+    async def __call__(self, request: Request) -> AsyncIterator[list[FileData]]:
         session = UploadSession.of(request, storages_on_route(request, self))
-        return await session.files_for(self)
+        files = await session.files_for(self)
+        try:
+            yield files
+        except Exception:
+            # The handler raised, or FastAPI refused another parameter: the request failed,
+            # so none of its files stay (all or nothing, also after the body was parsed).
+            await session.discard()
+            raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, count={self.count}, required={self.required})"
@@ -83,3 +97,54 @@ async def form_fields(request: Request) -> ImmutableMultiDict[str, str]:
     """
     session = UploadSession.of(request, storages_on_route(request))
     return await session.form()
+
+
+class FormModel(Generic[ModelT]):
+    """The text fields of an upload body, validated into a Pydantic model, and documented.
+
+    ``meta: Annotated[Meta, Depends(FormModel(Meta))]`` is the streaming counterpart of
+    FastAPI's ``Annotated[Meta, Form()]``: ``Form()`` would make FastAPI read (and spool)
+    the whole body before any storage sees it. The fields appear in the route's OpenAPI
+    body beside its files; invalid or missing fields answer 422 like FastAPI's own.
+    """
+
+    def __init__(self, model: type[ModelT]) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request) -> ModelT:
+        received = await form_fields(request)
+        values: dict[str, Any] = {}
+        for name, field in self.model.model_fields.items():
+            key = field.alias or name
+            # As FastAPI does for forms: an empty text input counts as not sent.
+            sent = [value for value in received.getlist(key) if value != ""]
+            if sent:
+                values[key] = sent if _is_sequence(field) else sent[-1]
+        try:
+            return self.model.model_validate(values)
+        except ValidationError as exc:
+            # The text may follow the files in the body, so they are stored already.
+            await UploadSession.of(request, storages_on_route(request)).discard()
+            errors = exc.errors(include_url=False)
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in errors]
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"FormModel({self.model.__name__})"
+
+
+def _is_sequence(field: FieldInfo) -> bool:
+    """``list[str]`` and ``list[str] | None`` take every value sent under the name."""
+    candidates = (
+        get_args(field.annotation) if _is_union(get_origin(field.annotation)) else (field.annotation,)
+    )
+    for candidate in candidates:
+        origin = get_origin(candidate) or candidate
+        if inspect.isclass(origin) and issubclass(origin, list | tuple | set | frozenset):
+            return True
+    return False
+
+
+def _is_union(origin: Any) -> bool:
+    return origin is Union or origin is UnionType

@@ -12,89 +12,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator
-from types import UnionType
-from typing import Any, Generic, TypeVar, Union, get_args, get_origin
+from typing import Any
 
-import anyio
 import fastapi.routing
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.dependencies.models import Dependant
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from .dependency import Storage, form_fields, storages_on_route
-from .session import UploadSession
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
+from .dependency import FormModel, Storage
 
 FORM_CONTENT_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
-class FormModel(Generic[ModelT]):
-    """The text fields of an upload body, validated into a Pydantic model, and documented.
-
-    ``meta: Annotated[Meta, Depends(FormModel(Meta))]`` is the streaming counterpart of
-    FastAPI's ``Annotated[Meta, Form()]``: ``Form()`` would make FastAPI read (and spool)
-    the whole body before any storage sees it. The fields appear in the route's OpenAPI
-    body beside its files; invalid or missing fields answer 422 like FastAPI's own.
-    """
-
-    def __init__(self, model: type[ModelT]) -> None:
-        self.model = model
-
-    async def __call__(self, request: Request) -> ModelT:
-        received = await form_fields(request)
-        values: dict[str, Any] = {}
-        for name, field in self.model.model_fields.items():
-            key = field.alias or name
-            # As FastAPI does for forms: an empty text input counts as not sent.
-            sent = [value for value in received.getlist(key) if value != ""]
-            if sent:
-                values[key] = sent if _is_sequence(field) else sent[-1]
-        try:
-            return self.model.model_validate(values)
-        except ValidationError as exc:
-            await _discard_stored_files(request)
-            errors = exc.errors(include_url=False)
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in errors]
-            ) from None
-
-    def __repr__(self) -> str:
-        return f"FormModel({self.model.__name__})"
-
-
-async def _discard_stored_files(request: Request) -> None:
-    """A request refused for its text fields keeps none of its files, as for any refusal.
-
-    The text may follow the files in the body, so they were stored before it was read.
-    """
-    session = UploadSession.of(request, storages_on_route(request))
-    with anyio.CancelScope(shield=True):
-        for storage in session.storages.values():
-            for file in await session.files_for(storage):
-                await storage.delete(file)
-
-
-def _is_sequence(field: FieldInfo) -> bool:
-    """``list[str]`` and ``list[str] | None`` take every value sent under the name."""
-    candidates = (
-        get_args(field.annotation) if _is_union(get_origin(field.annotation)) else (field.annotation,)
-    )
-    for candidate in candidates:
-        origin = get_origin(candidate) or candidate
-        if inspect.isclass(origin) and issubclass(origin, list | tuple | set | frozenset):
-            return True
-    return False
-
-
-def _is_union(origin: Any) -> bool:
-    return origin is Union or origin is UnionType
 
 
 def install_openapi(app: FastAPI) -> None:

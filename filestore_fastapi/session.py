@@ -98,6 +98,7 @@ class UploadSession:
         self._files: list[FileData] = []
         self._committed: list[tuple[Storage, FileData]] = []
         self._open: _OpenFile | None = None
+        self._complete: list[_OpenFile] = []  # written in full, committed once the body is valid
         self._text: _TextField | None = None
         self._part_count = 0
         self._body_complete = False
@@ -146,8 +147,10 @@ class UploadSession:
                 async for event in events:
                     await self._handle(event)
             self._check_required()
+            await self._commit_all()
         except BaseException as exc:
-            field_name = self._open.context.field_name if self._open else None
+            failing = self._open or (self._complete[0] if self._complete else None)
+            field_name = failing.context.field_name if failing else None
             with anyio.CancelScope(shield=True):
                 await self._rollback()
             if isinstance(exc, Exception) and not isinstance(exc, UploadError | ClientDisconnect):
@@ -211,8 +214,8 @@ class UploadSession:
         storage = self.storages.get(part.name)
         if storage is None or part.filename == "":
             return  # a file for a field nobody declared, or an empty file input: drained
-        stored_so_far = sum(1 for f in self._files if f.field_name == part.name)
-        if stored_so_far >= storage.count:
+        received = sum(1 for f in self._complete if f.context.field_name == part.name)
+        if received >= storage.count:
             raise ValidationFailed(part.name, f"{part.name}: more than count={storage.count} files")
         context = UploadContext(
             request=self.request,
@@ -259,39 +262,57 @@ class UploadSession:
         current = self._open
         if current is None:
             return
-        config, context = current.storage.config, current.context
+        config, name = current.storage.config, current.context.field_name
         if config.min_file_size is not None and current.size < config.min_file_size:
-            name, limit = context.field_name, config.min_file_size
+            limit = config.min_file_size
             raise ValidationFailed(name, f"{name}: file is smaller than min_file_size of {limit} bytes")
-        stored = await current.writer.commit()
+        self._complete.append(current)
         self._open = None
-        file_data = FileData(
-            field_name=context.field_name,
-            filename=stored.filename,
-            original_filename=context.filename,
-            content_type=context.content_type,
-            size=current.size,
-            sha256=current.hasher.hexdigest(),
-            path=stored.path,
-            url=stored.url,
-            file=stored.file,
-            storage=current.storage.storage_name,
-            metadata=stored.metadata,
-        )
-        self._files.append(file_data)
-        self._committed.append((current.storage, file_data))
-        if config.metadata is not None:
-            file_data.metadata.update(await call_hook(config.metadata, context))
 
     def _check_required(self) -> None:
         for name, storage in self.storages.items():
-            if storage.required and not any(f.field_name == name for f in self._files):
+            if storage.required and not any(f.context.field_name == name for f in self._complete):
                 raise ValidationFailed(name, f"{name}: field required")
 
+    async def _commit_all(self) -> None:
+        """Make the request's files visible, only now that the whole body is known valid:
+        a part refused late never costs an earlier file its place (or, with ``overwrite``,
+        the file it would have replaced)."""
+        while self._complete:
+            current = self._complete[0]
+            stored = await current.writer.commit()
+            self._complete.pop(0)
+            context = current.context
+            file_data = FileData(
+                field_name=context.field_name,
+                filename=stored.filename,
+                original_filename=context.filename,
+                content_type=context.content_type,
+                size=current.size,
+                sha256=current.hasher.hexdigest(),
+                path=stored.path,
+                url=stored.url,
+                file=stored.file,
+                storage=current.storage.storage_name,
+                metadata=stored.metadata,
+            )
+            self._files.append(file_data)
+            self._committed.append((current.storage, file_data))
+            hook = current.storage.config.metadata
+            if hook is not None:
+                file_data.metadata.update(await call_hook(hook, context))
+
+    async def discard(self) -> None:
+        """Remove every file of the request: the handler, or FastAPI, refused it after all."""
+        with anyio.CancelScope(shield=True):
+            await self._rollback()
+
     async def _rollback(self) -> None:
-        """Abort the file being written and delete the files already committed."""
-        current, self._open = self._open, None
-        if current is not None:
+        """Abort the files not yet committed and delete the ones that were."""
+        pending = [self._open] if self._open is not None else []
+        pending += self._complete
+        self._open, self._complete = None, []
+        for current in pending:
             try:
                 await current.writer.abort()
             except Exception:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect
@@ -423,11 +423,6 @@ def test_a_missing_required_field_removes_the_other_fields_files(tmp_path: Path)
     assert stored_files(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: with overwrite=True a file is replaced when its part ends, so the rollback of a "
-    "request rejected later deletes the file it replaced (needs a two-phase commit in the writer contract)",
-)
 def test_a_rejected_request_keeps_the_file_it_would_have_overwritten(tmp_path: Path) -> None:
     (tmp_path / "doc.pdf").write_bytes(b"precious")
     storage = LocalStorage(
@@ -440,11 +435,6 @@ def test_a_rejected_request_keeps_the_file_it_would_have_overwritten(tmp_path: P
     assert (tmp_path / "doc.pdf").read_bytes() == b"precious"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: FastAPI validates the route's other parameters after the storage dependency ran; "
-    "when that fails (422) the files stay, though the handler never sees them",
-)
 def test_a_request_fastapi_rejects_after_the_upload_leaves_nothing(tmp_path: Path) -> None:
     storage = LocalStorage("document", config=Config(destination=tmp_path))
     app = FastAPI()
@@ -456,6 +446,26 @@ def test_a_request_fastapi_rejects_after_the_upload_leaves_nothing(tmp_path: Pat
     response = TestClient(app).post("/upload?page=first", files={"document": ("a.txt", b"abc")})
     assert response.status_code == 422
     assert stored_files(tmp_path) == []
+
+
+def test_a_handler_that_raises_leaves_nothing_and_one_that_returns_keeps_its_files(tmp_path: Path) -> None:
+    storage = LocalStorage("document", config=Config(destination=tmp_path))
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(refuse: bool, files: Annotated[list[FileData], Depends(storage)]) -> int:
+        assert stored_files(tmp_path) == ["a.txt"]  # visible to the handler
+        if refuse:
+            raise HTTPException(status_code=409, detail="a ticket with that title exists")
+        return len(files)
+
+    client = TestClient(app)
+    refused = client.post("/upload?refuse=true", files={"document": ("a.txt", b"abc")})
+    assert refused.status_code == 409
+    assert stored_files(tmp_path) == []
+    accepted = client.post("/upload?refuse=false", files={"document": ("a.txt", b"abc")})
+    assert accepted.json() == 1
+    assert stored_files(tmp_path) == ["a.txt"]
 
 
 class FailingStorage(MemoryStorage):
