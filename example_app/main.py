@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from filestore_fastapi import FileData, install_openapi
+from filestore_fastapi import Config, FileData, MemoryStorage, install_openapi
 
 from .storage import ALLOWED_EXTENSIONS, FIELD, LOCAL_BASE_URL, MAX_FILES_PER_REQUEST, Settings, make_storage
 
@@ -25,6 +25,10 @@ STATIC = Path(__file__).parent / "static"
 
 settings = Settings.from_env()
 documents = make_storage(settings)
+# Images stay in memory whatever the backend: small, checked by content type, three at most.
+images = MemoryStorage(
+    name="image", count=3, config=Config(allowed_content_types=["image/*"], max_file_size=10 * 1024 * 1024)
+)
 
 app = FastAPI(
     title="filestore-fastapi example",
@@ -98,6 +102,12 @@ async def upload_documents(
 ) -> list[StoredDocument]:
     """Store up to five documents sent as the multipart field `document`."""
     return [describe(file) for file in files]
+
+
+@app.post("/images")
+async def upload_images(files: Annotated[list[FileData], Depends(images)]) -> list[FileData]:
+    """Keep up to three images (field `image`) in memory; the bytes stay out of the JSON."""
+    return files
 
 
 @app.get("/files/{key:path}", name="download")
