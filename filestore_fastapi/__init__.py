@@ -8,6 +8,7 @@ from .backends.base import PresignedRequest, StoredFile, Writer, WriteRequest
 from .backends.gcs import GCSStorage
 from .backends.local import LocalStorage
 from .backends.memory import MemoryStorage
+from .backends.s3 import S3Storage
 from .config import Config
 from .dependency import FormModel, Storage, form_fields
 from .errors import (
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryStorage",
     "PayloadTooLarge",
     "PresignedRequest",
+    "S3Storage",
     "Storage",
     "StorageFailure",
     "StoredFile",

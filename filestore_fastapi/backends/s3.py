@@ -1,0 +1,410 @@
+"""S3Storage: Amazon S3 and S3-compatible stores (MinIO, LocalStack, Spaces) through boto3.
+
+A file streams as a multipart upload, one ``part_size`` part at a time, each part going up
+while the next one fills; a file smaller than one part goes up as a single ``PutObject`` at
+commit. boto3 is imported when an ``S3Storage`` is created, never by ``import filestore_fastapi``.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import anyio
+
+from ..config import Config
+from ..dependency import Storage
+from ..errors import UploadConflict
+from ..filedata import FileData
+from ..naming import join_key, join_url, unique_keys
+from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+T = TypeVar("T")
+
+INSTALL_HINT = 'S3Storage needs boto3: pip install "filestore-fastapi[s3]"'
+NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+# Without s3:ListBucket a missing key answers 403 to HEAD, as does listing uploads without
+# s3:ListBucketMultipartUploads: unknown, so the conditional write alone decides.
+DENIED = frozenset({"403", "AccessDenied"})
+# 412 when the key exists; 409 when another conditional write to it is in progress.
+TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def _require_boto3() -> None:
+    try:
+        import boto3  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+
+
+def _error_code(exc: Exception) -> str | None:
+    """The S3 error code of a botocore ``ClientError``, None for any other exception."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return None
+
+
+def _sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class S3Writer(Writer):
+    """Streams one file: parts of exactly ``part_size`` go up from a one-thread executor
+    while the next part fills, so at most two parts of the file are in memory at once.
+
+    anyio has no background task that outlives one call, hence the executor; awaiting it
+    hops through ``anyio.to_thread`` only when the part is still on its way.
+    """
+
+    def __init__(self, storage: S3Storage, target: WriteRequest) -> None:
+        self._storage = storage
+        self._target = target
+        self._part_size = storage.config.part_size
+        self._pending: list[Chunk] = []
+        self._pending_size = 0
+        self._part_count = 0
+        self._parts: list[CompletedPartTypeDef] = []
+        self._key: str | None = None
+        self._upload_id: str | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: concurrent.futures.Future[None] | None = None
+
+    async def write(self, chunk: Chunk) -> None:
+        room = self._part_size - self._pending_size
+        if len(chunk) < room:
+            self._pending.append(chunk)
+            self._pending_size += len(chunk)
+            return
+        view = memoryview(chunk)
+        while len(view) >= room:
+            self._pending.append(view[:room])
+            self._pending_size += room
+            view = view[room:]
+            await self._ship_part()
+            room = self._part_size
+        if view:
+            self._pending.append(view)
+            self._pending_size += len(view)
+
+    async def _ship_part(self) -> None:
+        await self._wait_for_part()
+        pieces, self._pending, self._pending_size = self._pending, [], 0
+        self._part_count += 1
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="filestore-s3")
+        self._in_flight = self._executor.submit(self._send_part, pieces, self._part_count)
+
+    async def _wait_for_part(self) -> None:
+        future, self._in_flight = self._in_flight, None
+        if future is None:
+            return
+        if not future.done():
+            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
+        future.result()
+
+    async def commit(self) -> StoredFile:
+        await self._wait_for_part()
+        pieces, self._pending, self._pending_size = self._pending, [], 0
+        if self._part_count == 0:
+            key = await anyio.to_thread.run_sync(self._put_whole, pieces)
+        else:
+            key = await anyio.to_thread.run_sync(self._finish_multipart, pieces)
+        self._close_executor()
+        return self._storage._stored_file(key)
+
+    async def abort(self) -> None:
+        self._pending, self._pending_size = [], 0
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            # A part still uploading would otherwise outlive the abort and keep its bytes.
+            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
+        self._close_executor()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None and self._key is not None:
+            await anyio.to_thread.run_sync(self._abort_upload, self._key, upload_id)
+
+    def _close_executor(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    # -- blocking calls, run in a worker thread ------------------------------------------
+
+    @property
+    def _client(self) -> S3Client:
+        return self._storage.client()
+
+    def _upload_args(self) -> dict[str, Any]:
+        return {"ContentType": self._target.content_type, **self._storage.config.extra_args}
+
+    def _send_part(self, pieces: list[Chunk], number: int) -> None:
+        data = b"".join(pieces)
+        pieces.clear()  # drop the views: only the joined copy stays alive while it uploads
+        if self._upload_id is None:
+            self._key, self._upload_id = self._claim_multipart_key()
+        assert self._key is not None
+        checksum = _sha256_b64(data)
+        response = self._client.upload_part(
+            Bucket=self._storage.bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+
+    def _finish_multipart(self, pieces: list[Chunk]) -> str:
+        if pieces:
+            self._send_part(pieces, self._part_count + 1)
+        assert self._key is not None and self._upload_id is not None
+        conditions: dict[str, Any] = {} if self._storage.config.overwrite else {"IfNoneMatch": "*"}
+        try:
+            self._client.complete_multipart_upload(
+                Bucket=self._storage.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": sorted(self._parts, key=lambda part: part["PartNumber"])},
+                **conditions,
+            )
+        except Exception as exc:
+            if _error_code(exc) in TAKEN:
+                # Another upload of the same name finished under this key after we claimed it.
+                raise self._conflict("another upload of the same name finished first") from None
+            raise
+        self._upload_id = None
+        return self._key
+
+    def _put_whole(self, pieces: list[Chunk]) -> str:
+        data = b"".join(pieces)
+        pieces.clear()
+        storage, target = self._storage, self._target
+        put_args = {
+            "Bucket": storage.bucket,
+            "Body": data,
+            "ChecksumAlgorithm": "SHA256",
+            "ChecksumSHA256": _sha256_b64(data),
+            **self._upload_args(),
+        }
+        if storage.config.overwrite:
+            key = join_key(target.destination, target.filename)
+            self._client.put_object(Key=key, **put_args)
+            return key
+        for key in unique_keys(target.filename, target.destination):
+            if storage._uploads_in_progress(key):
+                continue  # a larger file of this name is on its way there
+            try:
+                self._client.put_object(Key=key, IfNoneMatch="*", **put_args)
+            except Exception as exc:
+                if _error_code(exc) in TAKEN:
+                    continue
+                raise
+            return key
+        raise self._conflict("no free name left")
+
+    def _claim_multipart_key(self) -> tuple[str, str]:
+        """Start the multipart upload under the first free key.
+
+        An upload's key is fixed when it starts, so a free key is claimed then: not an
+        object, no other upload in progress for it, checked again once ours is visible.
+        Two uploads that start at the same moment both step aside; one that finishes
+        in between is caught by the ``If-None-Match`` of the completion.
+        """
+        storage, target = self._storage, self._target
+        if storage.config.overwrite:
+            key = join_key(target.destination, target.filename)
+            return key, self._create_upload(key)
+        for key in unique_keys(target.filename, target.destination):
+            if storage._exists(key) or storage._uploads_in_progress(key):
+                continue
+            upload_id = self._create_upload(key)
+            try:
+                if not storage._uploads_in_progress(key, besides=upload_id) and not storage._exists(key):
+                    return key, upload_id
+            except BaseException:
+                self._abort_upload(key, upload_id)
+                raise
+            self._abort_upload(key, upload_id)
+        raise self._conflict("no free name left")
+
+    def _create_upload(self, key: str) -> str:
+        response = self._client.create_multipart_upload(
+            Bucket=self._storage.bucket, Key=key, ChecksumAlgorithm="SHA256", **self._upload_args()
+        )
+        return response["UploadId"]
+
+    def _abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self._storage.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+
+    def _conflict(self, reason: str) -> UploadConflict:
+        field = self._target.field_name
+        return UploadConflict(field, f"{field}: {self._target.filename!r} could not be stored: {reason}")
+
+
+class S3Storage(Storage):
+    """Stores files as objects in ``AWS_BUCKET_NAME`` under the key prefix ``destination``.
+
+    Credentials come from boto3's standard chain (environment, shared credentials file,
+    instance role). ``FileData.filename`` is the object key; ``delete``, ``open`` and the
+    presign methods take that key.
+
+    Collisions (``overwrite=False``): an existing object is never replaced. The file gets
+    the first free key of ``doc.pdf``, ``doc-1.pdf``, ... claimed with S3's conditional
+    write (``If-None-Match: *`` on ``PutObject`` and ``CompleteMultipartUpload``), which
+    fails atomically when the key exists, so concurrent uploads of one name never replace
+    each other. A multipart upload fixes its key when it starts, so it claims the key then
+    (no object, no other upload under way, checked again once its own is listed): two
+    multipart uploads never pick one key. Should a small file of that name land there
+    during that check, the completion is refused and the request gets 409
+    (``UploadConflict``) rather than replacing it. Stores without conditional writes
+    ignore the header or refuse it; use them with ``overwrite=True`` or unique names.
+    The search for a free key of a multipart upload needs ``s3:ListBucket`` and
+    ``s3:ListBucketMultipartUploads``; without them a large file whose name is taken is
+    refused with 409 (small files still get their suffix).
+    """
+
+    storage_name = "s3"
+
+    def __init__(
+        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
+    ) -> None:
+        super().__init__(name, count, required, config)
+        _require_boto3()
+        bucket = self.config.AWS_BUCKET_NAME or os.environ.get("AWS_BUCKET_NAME")
+        if not bucket:
+            raise ValueError(
+                "S3Storage needs a bucket: set the AWS_BUCKET_NAME config key or environment variable"
+            )
+        self.bucket: str = bucket
+        self.region: str | None = self.config.AWS_DEFAULT_REGION or os.environ.get("AWS_DEFAULT_REGION")
+        self._client: S3Client | None = None
+        self._client_lock = threading.Lock()
+
+    def client(self) -> S3Client:
+        """This storage's boto3 client, made on first use (blocking: call it off the loop)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> S3Client:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        options: dict[str, Any] = {
+            # Our SHA-256 checksums only: no extra CRC per request, none baked into presigned URLs.
+            "request_checksum_calculation": "when_required",
+            "max_pool_connections": 32,
+            # botocore would presign with the legacy SigV2 otherwise, which newer regions refuse.
+            "signature_version": "s3v4",
+        }
+        if self.config.endpoint_url:
+            # <endpoint>/<bucket>/<key>: compatible stores rarely resolve <bucket>.<host>.
+            options["s3"] = {"addressing_style": "path"}
+        session = boto3.session.Session(region_name=self.region)
+        return session.client("s3", endpoint_url=self.config.endpoint_url, config=BotoConfig(**options))
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """Call a blocking function (usually of the client) in a worker thread."""
+        return await anyio.to_thread.run_sync(function, *args)
+
+    async def open_writer(self, target: WriteRequest) -> Writer:
+        return S3Writer(self, target)
+
+    def url_of(self, key: str) -> str:
+        """Where the object is served: ``base_url``, the endpoint, or the public S3 URL."""
+        if self.config.base_url is not None:
+            return join_url(self.config.base_url, key) or ""
+        if self.config.endpoint_url:
+            return f"{self.config.endpoint_url.rstrip('/')}/{self.bucket}/{quote(key)}"
+        region = self.region or self.client().meta.region_name or "us-east-1"
+        return f"https://{self.bucket}.s3.{region}.amazonaws.com/{quote(key)}"
+
+    def _stored_file(self, key: str) -> StoredFile:
+        return StoredFile(filename=key, url=self.url_of(key), metadata={"bucket": self.bucket, "key": key})
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client().head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in NOT_FOUND | DENIED:
+                return False
+            raise
+        return True
+
+    def _uploads_in_progress(self, key: str, *, besides: str | None = None) -> bool:
+        """Whether a multipart upload to exactly ``key`` (other than ``besides``) is under way.
+
+        The listing is sorted by key, so the exact key's uploads come first in one page.
+        """
+        try:
+            response = self.client().list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        except Exception as exc:
+            if _error_code(exc) in DENIED:
+                return False
+            raise
+        return any(u.get("Key") == key and u.get("UploadId") != besides for u in response.get("Uploads", []))
+
+    @staticmethod
+    def _key_of(file: FileData | str) -> str:
+        return file.filename if isinstance(file, FileData) else file
+
+    async def delete(self, file: FileData | str) -> None:
+        key = self._key_of(file)
+        await self._run(lambda: self.client().delete_object(Bucket=self.bucket, Key=key))
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        body = await self._run(self._get_body, key)
+        try:
+            while chunk := await self._run(body.read, self.config.chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    def _get_body(self, key: str) -> StreamingBody:
+        try:
+            return self.client().get_object(Bucket=self.bucket, Key=key)["Body"]
+        except Exception as exc:
+            if _error_code(exc) in NOT_FOUND:
+                raise FileNotFoundError(f"no object {key!r} in the bucket") from None
+            raise
+
+    async def presign_upload(
+        self, key: str, *, expires_in: int = 3600, content_type: str | None = None
+    ) -> PresignedRequest:
+        """A PUT a client can make without credentials. Without ``overwrite`` it carries
+        ``If-None-Match: *``, so it cannot replace an existing object either."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        headers: dict[str, str] = {}
+        if content_type is not None:
+            params["ContentType"] = headers["Content-Type"] = content_type
+        if not self.config.overwrite:
+            params["IfNoneMatch"] = headers["If-None-Match"] = "*"
+        url = await self._run(self._presign, "put_object", params, expires_in)
+        return PresignedRequest(method="PUT", url=url, headers=headers)
+
+    async def presign_download(self, key: str, *, expires_in: int = 3600) -> PresignedRequest:
+        """A GET a client can make without credentials, valid for ``expires_in`` seconds."""
+        url = await self._run(self._presign, "get_object", {"Bucket": self.bucket, "Key": key}, expires_in)
+        return PresignedRequest(method="GET", url=url)
+
+    def _presign(self, operation: str, params: dict[str, Any], expires_in: int) -> str:
+        return self.client().generate_presigned_url(operation, Params=params, ExpiresIn=expires_in)
