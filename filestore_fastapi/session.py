@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -41,7 +42,13 @@ from .policy import (
 )
 from .sniffing import ContentCheckingWriter
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .backends.base import Chunk
     from .dependency import Storage
 
 logger = logging.getLogger("filestore_fastapi")
@@ -70,13 +77,45 @@ class RequestLimits:
         )
 
 
+def _hash_all(hasher: hashlib._Hash, chunks: list[Chunk]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)  # releases the GIL: runs beside the event loop
+
+
 @dataclass
 class _OpenFile:
+    """A file being received. Its bytes are gathered into batches of ``chunk_size``; each
+    batch is hashed (in a worker thread) and written while the loop parses the next one,
+    with at most one batch in flight, so memory stays at about two batches per file."""
+
     storage: Storage
     writer: Writer
     context: UploadContext
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
+    batch: list[Chunk] = field(default_factory=list)
+    batch_size: int = 0
+    idle: anyio.Event = field(default_factory=anyio.Event)
+    in_flight: bool = False
+
+    def take_batch(self) -> list[Chunk]:
+        batch, self.batch, self.batch_size = self.batch, [], 0
+        return batch
+
+    async def settle(self) -> None:
+        """Wait until the batch in flight, if any, is hashed and written."""
+        if self.in_flight:
+            await self.idle.wait()
+            self.in_flight = False
+
+    async def process(self, batch: list[Chunk]) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio.to_thread.run_sync, _hash_all, self.hasher, batch)
+                for chunk in batch:
+                    await self.writer.write(chunk)
+        finally:
+            self.idle.set()
 
 
 @dataclass
@@ -89,7 +128,7 @@ class UploadSession:
     """Parses a request once and keeps what each storage stored, or the error."""
 
     def __init__(self, request: Request, storages: Sequence[Storage]) -> None:
-        self.request = request
+        self._request: Request | None = request
         self.storages = {storage.name: storage for storage in storages}
         if len(self.storages) != len(storages):
             raise ValueError("two storages on one route declare the same field name")
@@ -105,6 +144,14 @@ class UploadSession:
         self._done = anyio.Event()
         self._started = False
         self._error: BaseException | None = None
+        self._background: TaskGroup | None = None
+        self._batch_bytes = min((s.config.chunk_size for s in storages), default=Config().chunk_size)
+
+    @property
+    def request(self) -> Request:
+        if self._request is None:
+            raise RuntimeError("the upload session is over; its request is released")
+        return self._request
 
     @classmethod
     def of(cls, request: Request, storages: Sequence[Storage]) -> UploadSession:
@@ -137,15 +184,23 @@ class UploadSession:
                 self._error = exc
                 raise
             finally:
+                # The scope holds the session; dropping the request breaks the cycle, so
+                # a finished request (and, for memory storage, its bytes) is freed at once.
+                self._request = None
                 self._done.set()
         if self._error is not None:
             raise self._error
 
     async def _store_all(self) -> None:
         try:
-            async with aclosing(self._events()) as events:
-                async for event in events:
-                    await self._handle(event)
+            try:
+                async with anyio.create_task_group() as self._background, aclosing(self._events()) as events:
+                    async for event in events:
+                        await self._handle(event)
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+            finally:
+                self._background = None
             self._check_required()
             await self._commit_all()
         except BaseException as exc:
@@ -245,8 +300,14 @@ class UploadSession:
             if limit is not None and current.size > limit:
                 name = current.context.field_name
                 raise PayloadTooLarge(name, f"{name}: file exceeds max_file_size of {limit} bytes")
-            current.hasher.update(data)
-            await current.writer.write(data)
+            current.batch.append(data)
+            current.batch_size += len(data)
+            if current.batch_size >= self._batch_bytes:
+                await current.settle()
+                assert self._background is not None
+                current.idle = anyio.Event()
+                current.in_flight = True
+                self._background.start_soon(current.process, current.take_batch())
         elif self._text is not None:
             self._text.value += data
             if len(self._text.value) > self.limits.max_field_size:
@@ -262,6 +323,11 @@ class UploadSession:
         current = self._open
         if current is None:
             return
+        await current.settle()
+        tail = current.take_batch()  # less than a batch: not worth a thread hop
+        _hash_all(current.hasher, tail)
+        for chunk in tail:
+            await current.writer.write(chunk)
         config, name = current.storage.config, current.context.field_name
         if config.min_file_size is not None and current.size < config.min_file_size:
             limit = config.min_file_size
@@ -324,3 +390,14 @@ class UploadSession:
                 logger.exception("could not delete %s during rollback", file_data.filename)
         self._committed.clear()
         self._files.clear()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that stopped the body pass; the others are the cancellations it caused."""
+    errors = list(group.exceptions)
+    for error in errors:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, anyio.get_cancelled_exc_class()):
+            return error
+    return errors[0]

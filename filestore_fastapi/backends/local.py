@@ -48,13 +48,18 @@ def _write_all(fd: int, chunks: Sequence[Chunk]) -> None:
 
 
 class LocalWriter(Writer):
-    """Buffers views (no copies) up to ``chunk_size``, then one ``writev`` off the loop."""
+    """Gathers views (no copies) up to ``chunk_size``, then one ``writev`` off the loop.
 
-    def __init__(self, storage: LocalStorage, target: WriteRequest, fd: int, temp: Path) -> None:
+    The temp file is created by the first write that reaches the disk, and the last write,
+    close and link happen in one thread hop, so a small file costs a single hop.
+    """
+
+    def __init__(self, storage: LocalStorage, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._fd: int | None = fd
-        self._temp = temp
+        self._directory = Path(target.destination)
+        self._fd: int | None = None
+        self._temp: Path | None = None
         self._pending: list[Chunk] = []
         self._pending_size = 0
 
@@ -62,29 +67,31 @@ class LocalWriter(Writer):
         self._pending.append(chunk)
         self._pending_size += len(chunk)
         if self._pending_size >= self._storage.config.chunk_size:
-            await self._flush()
+            chunks, self._pending, self._pending_size = self._pending, [], 0
+            await anyio.to_thread.run_sync(self._write, chunks)
 
-    async def _flush(self) -> None:
-        chunks, self._pending, self._pending_size = self._pending, [], 0
-        if chunks and self._fd is not None:
-            await anyio.to_thread.run_sync(_write_all, self._fd, chunks)
+    def _write(self, chunks: Sequence[Chunk]) -> None:
+        if self._fd is None:
+            self._fd, self._temp = _open_temp(self._directory)
+        if chunks:
+            _write_all(self._fd, chunks)
 
     async def commit(self) -> StoredFile:
-        await self._flush()
-        path = await anyio.to_thread.run_sync(self._finish)
-        destination = Path(self._target.destination)
+        chunks, self._pending = self._pending, []
+        path = await anyio.to_thread.run_sync(self._finish, chunks)
         return StoredFile(
             filename=path.name,
             path=path,
             url=join_url(self._storage.config.base_url, path.name),
-            metadata={"relative_path": (destination / path.name).as_posix()},
+            metadata={"relative_path": (self._directory / path.name).as_posix()},
         )
 
-    def _finish(self) -> Path:
+    def _finish(self, chunks: Sequence[Chunk]) -> Path:
+        self._write(chunks)
         self._close()
-        directory = self._temp.parent
+        assert self._temp is not None
         return claim_unique_path(
-            self._temp, directory, self._target.filename, overwrite=self._storage.config.overwrite
+            self._temp, self._temp.parent, self._target.filename, overwrite=self._storage.config.overwrite
         )
 
     def _close(self) -> None:
@@ -94,11 +101,13 @@ class LocalWriter(Writer):
 
     async def abort(self) -> None:
         self._pending = []
-        await anyio.to_thread.run_sync(self._discard)
+        if self._temp is not None or self._fd is not None:
+            await anyio.to_thread.run_sync(self._discard)
 
     def _discard(self) -> None:
         self._close()
-        self._temp.unlink(missing_ok=True)
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
 
 
 class LocalStorage(Storage):
@@ -107,8 +116,7 @@ class LocalStorage(Storage):
     storage_name = "local"
 
     async def open_writer(self, target: WriteRequest) -> Writer:
-        fd, temp = await anyio.to_thread.run_sync(_open_temp, Path(target.destination))
-        return LocalWriter(self, target, fd, temp)
+        return LocalWriter(self, target)
 
     def _path_of(self, file: FileData | str) -> Path:
         if isinstance(file, FileData) and file.path is not None:

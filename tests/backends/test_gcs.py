@@ -222,7 +222,9 @@ async def test_a_file_refused_after_several_chunks_cancels_its_session_and_leave
     session = {s.url for s in wire if s.to_session}
     assert len(session) == 1
     chunks = [s for s in wire if s.method == "PUT" and s.to_session]
-    assert [(c.size, c.status) for c in chunks] == [(PART, 308), (PART, 308)]  # stored, not finalised
+    # Chunks already sent were stored but never finalised (how many depends on how far the
+    # write behind the parser had got when the limit was crossed).
+    assert chunks and all((c.size, c.status) == (PART, 308) for c in chunks)
     [cancel] = [s for s in wire if s.method == "DELETE"]
     assert cancel.url in session
     assert cancel.status == 499  # GCS's answer to a cancelled session (the emulator's too)
