@@ -4,6 +4,7 @@ Importing this package never imports a cloud SDK; each cloud backend loads its S
 first use and names the pip extra to install when it is missing.
 """
 
+from .backends.azure import AzureStorage
 from .backends.base import PresignedRequest, StoredFile, Writer, WriteRequest
 from .backends.gcs import GCSStorage
 from .backends.local import LocalStorage
@@ -26,6 +27,7 @@ from .openapi import add_upload_bodies, install_openapi
 from .policy import UploadContext
 
 __all__ = [
+    "AzureStorage",
     "Config",
     "FileData",
     "FormModel",

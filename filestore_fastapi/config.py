@@ -61,13 +61,13 @@ class Config(BaseModel):
     # Google Cloud Storage (extra "gcp").
     GCP_BUCKET_NAME: str | None = None
     GCP_PROJECT: str | None = None
-    GCP_CREDENTIALS: Any = None
+    GCP_CREDENTIALS: Any = Field(default=None, repr=False)  # secrets stay out of logs
 
     # Azure Blob Storage (extra "azure").
     AZURE_STORAGE_CONTAINER: str | None = None
-    AZURE_STORAGE_CONNECTION_STRING: str | None = None
+    AZURE_STORAGE_CONNECTION_STRING: str | None = Field(default=None, repr=False)
     AZURE_STORAGE_ACCOUNT_URL: str | None = None
-    AZURE_STORAGE_CREDENTIAL: Any = None
+    AZURE_STORAGE_CREDENTIAL: Any = Field(default=None, repr=False)
 
     def __init__(self, **keys: Any) -> None:
         unknown = [key for key in keys if key not in type(self).model_fields]

@@ -106,3 +106,13 @@ def test_config_is_immutable() -> None:
     config = Config(destination="uploads")
     with pytest.raises(pydantic.ValidationError):
         config.destination = "elsewhere"
+
+
+def test_secrets_stay_out_of_the_repr() -> None:
+    config = Config(
+        AZURE_STORAGE_CONNECTION_STRING="AccountName=a;AccountKey=c2VrcmV0",
+        AZURE_STORAGE_CREDENTIAL="c2VrcmV0",
+        GCP_CREDENTIALS="c2VrcmV0",
+    )
+    assert "c2VrcmV0" not in repr(config)
+    assert config.AZURE_STORAGE_CREDENTIAL == "c2VrcmV0"
