@@ -47,11 +47,6 @@ class ContractHarness(Protocol):
         ...
 
 
-def present_backends() -> list[str]:
-    """Backends whose harness module exists, in a fixed order."""
-    return [backend for backend in BACKENDS if (HERE / f"harness_{backend}.py").is_file()]
-
-
 def _session_harness(backend: str) -> Callable[[], Iterator[ContractHarness]]:
     """A session fixture ``<backend>_harness``; the module is imported only when it is first used."""
 
@@ -70,6 +65,6 @@ for _backend in BACKENDS:
     globals()[f"{_backend}_harness"] = _session_harness(_backend)
 
 
-@pytest.fixture(params=present_backends())
+@pytest.fixture(params=BACKENDS)
 def harness(request: pytest.FixtureRequest) -> ContractHarness:
     return cast(ContractHarness, request.getfixturevalue(f"{request.param}_harness"))
