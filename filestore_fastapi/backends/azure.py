@@ -8,7 +8,6 @@ on first use only, so ``import filestore_fastapi`` never loads it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import random
@@ -28,6 +27,7 @@ from ..errors import UploadConflict
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+from .parts import PartPipeline
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
@@ -67,8 +67,8 @@ def _without_query(url: str) -> str:
 
 
 class AzureWriter(Writer):
-    """Streams one file: blocks of exactly ``part_size`` go up from a one-thread executor
-    while the next block fills, so about two blocks of the file are in memory at once.
+    """Streams one file as staged blocks of exactly ``part_size`` (see ``PartPipeline``),
+    committed as one block list; a file of at most one block is a single Put Blob.
 
     Block ids are ``<upload token>-<index>``: deterministic within the upload and distinct
     from any other upload's, so a claim can tell whose staged blocks sit on a blob name.
@@ -78,81 +78,35 @@ class AzureWriter(Writer):
     def __init__(self, storage: AzureStorage, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._part_size = storage.config.part_size
         self._token = uuid.uuid4().hex
-        self._pending: list[Chunk] = []
-        self._pending_size = 0
         self._block_ids: list[str] = []
         self._blob: BlobClient | None = None
         """The blob our blocks are staged on, once its name is claimed."""
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._in_flight: concurrent.futures.Future[None] | None = None
-
-    async def write(self, chunk: Chunk) -> None:
-        view = memoryview(chunk)
-        # A full block ships only once more bytes follow, so a file of one block is one Put Blob.
-        while self._pending_size + len(view) > self._part_size:
-            room = self._part_size - self._pending_size
-            if room:
-                self._pending.append(view[:room])
-                self._pending_size += room
-                view = view[room:]
-            await self._ship_block()
-        if view:
-            self._pending.append(view)
-            self._pending_size += len(view)
-
-    async def _ship_block(self) -> None:
-        await self._wait_for_block()
-        pieces, self._pending, self._pending_size = self._pending, [], 0
-        block_id = self._next_block_id()
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="filestore-azure")
-        self._in_flight = self._executor.submit(self._stage, pieces, block_id)
+        self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, "filestore-azure")
 
     def _block_id(self, index: int) -> str:
-        return f"{self._token}-{index:06d}"
+        return f"{self._token}-{index:06d}"  # index 0 is the claim block, never committed
 
-    def _next_block_id(self) -> str:
-        block_id = self._block_id(len(self._block_ids) + 1)  # 0 is the claim block, never committed
-        self._block_ids.append(block_id)
-        return block_id
-
-    async def _wait_for_block(self) -> None:
-        future, self._in_flight = self._in_flight, None
-        if future is None:
-            return
-        if not future.done():
-            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
-        future.result()
+    async def write(self, chunk: Chunk) -> None:
+        await self._pipeline.write(chunk)
 
     async def commit(self) -> StoredFile:
-        await self._wait_for_block()
-        pieces, self._pending, self._pending_size = self._pending, [], 0
-        self._close_executor()
+        rest = await self._pipeline.finish()
         if not self._block_ids:
-            return await anyio.to_thread.run_sync(self._put_whole, pieces)
-        return await anyio.to_thread.run_sync(self._commit_blocks, pieces)
+            return await anyio.to_thread.run_sync(self._put_whole, rest)
+        return await anyio.to_thread.run_sync(self._commit_blocks, rest)
 
     async def abort(self) -> None:
-        self._pending, self._pending_size = [], 0
-        future, self._in_flight = self._in_flight, None
-        if future is not None:
-            # A block still uploading would otherwise land after the clean-up below.
-            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
-        self._close_executor()
+        await self._pipeline.cancel()
         blob, self._blob = self._blob, None
         if blob is not None:
             await anyio.to_thread.run_sync(self._storage.discard_staged_blocks, blob)
 
-    def _close_executor(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
-
     # -- blocking calls, run in a worker thread ------------------------------------------
 
-    def _stage(self, pieces: list[Chunk], block_id: str) -> None:
+    def _stage_part(self, pieces: list[Chunk], number: int) -> None:
+        block_id = self._block_id(number)
+        self._block_ids.append(block_id)
         data = b"".join(pieces)
         pieces.clear()  # drop the views: only the joined copy stays alive while it uploads
         if self._blob is None:
@@ -187,7 +141,7 @@ class AzureWriter(Writer):
         from azure.storage.blob import BlobBlock
 
         if pieces:
-            self._stage(pieces, self._next_block_id())
+            self._stage_part(pieces, len(self._block_ids) + 1)
         blob = self._blob
         assert blob is not None
         conditions: dict[str, Any] = {}

@@ -8,7 +8,6 @@ commit. boto3 is imported when an ``S3Storage`` is created, never by ``import fi
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import hashlib
 import os
 import threading
@@ -24,6 +23,7 @@ from ..errors import UploadConflict
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+from .parts import PartPipeline
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -62,84 +62,33 @@ def _sha256_b64(data: bytes) -> str:
 
 
 class S3Writer(Writer):
-    """Streams one file: parts of exactly ``part_size`` go up from a one-thread executor
-    while the next part fills, so at most two parts of the file are in memory at once.
-
-    anyio has no background task that outlives one call, hence the executor; awaiting it
-    hops through ``anyio.to_thread`` only when the part is still on its way.
-    """
+    """Streams one file as a multipart upload, a part of exactly ``part_size`` at a time
+    (see ``PartPipeline``); a file of at most one part is a single ``PutObject``."""
 
     def __init__(self, storage: S3Storage, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._part_size = storage.config.part_size
-        self._pending: list[Chunk] = []
-        self._pending_size = 0
-        self._part_count = 0
         self._parts: list[CompletedPartTypeDef] = []
         self._key: str | None = None
         self._upload_id: str | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._in_flight: concurrent.futures.Future[None] | None = None
+        self._pipeline = PartPipeline(storage.config.part_size, self._send_part, "filestore-s3")
 
     async def write(self, chunk: Chunk) -> None:
-        room = self._part_size - self._pending_size
-        if len(chunk) < room:
-            self._pending.append(chunk)
-            self._pending_size += len(chunk)
-            return
-        view = memoryview(chunk)
-        while len(view) >= room:
-            self._pending.append(view[:room])
-            self._pending_size += room
-            view = view[room:]
-            await self._ship_part()
-            room = self._part_size
-        if view:
-            self._pending.append(view)
-            self._pending_size += len(view)
-
-    async def _ship_part(self) -> None:
-        await self._wait_for_part()
-        pieces, self._pending, self._pending_size = self._pending, [], 0
-        self._part_count += 1
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="filestore-s3")
-        self._in_flight = self._executor.submit(self._send_part, pieces, self._part_count)
-
-    async def _wait_for_part(self) -> None:
-        future, self._in_flight = self._in_flight, None
-        if future is None:
-            return
-        if not future.done():
-            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
-        future.result()
+        await self._pipeline.write(chunk)
 
     async def commit(self) -> StoredFile:
-        await self._wait_for_part()
-        pieces, self._pending, self._pending_size = self._pending, [], 0
-        if self._part_count == 0:
-            key = await anyio.to_thread.run_sync(self._put_whole, pieces)
+        rest = await self._pipeline.finish()
+        if self._pipeline.parts_sent == 0:
+            key = await anyio.to_thread.run_sync(self._put_whole, rest)
         else:
-            key = await anyio.to_thread.run_sync(self._finish_multipart, pieces)
-        self._close_executor()
+            key = await anyio.to_thread.run_sync(self._finish_multipart, rest)
         return self._storage._stored_file(key)
 
     async def abort(self) -> None:
-        self._pending, self._pending_size = [], 0
-        future, self._in_flight = self._in_flight, None
-        if future is not None:
-            # A part still uploading would otherwise outlive the abort and keep its bytes.
-            await anyio.to_thread.run_sync(concurrent.futures.wait, [future])
-        self._close_executor()
+        await self._pipeline.cancel()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None and self._key is not None:
             await anyio.to_thread.run_sync(self._abort_upload, self._key, upload_id)
-
-    def _close_executor(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
 
     # -- blocking calls, run in a worker thread ------------------------------------------
 
@@ -170,7 +119,7 @@ class S3Writer(Writer):
 
     def _finish_multipart(self, pieces: list[Chunk]) -> str:
         if pieces:
-            self._send_part(pieces, self._part_count + 1)
+            self._send_part(pieces, self._pipeline.parts_sent + 1)
         assert self._key is not None and self._upload_id is not None
         conditions: dict[str, Any] = {} if self._storage.config.overwrite else {"IfNoneMatch": "*"}
         try:
