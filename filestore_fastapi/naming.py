@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 MAX_NAME_BYTES = 255
 MAX_SUFFIX_ATTEMPTS = 10_000
+NUMBERED_SUFFIXES = 16
 FALLBACK_NAME = "file"
 
 # Characters that are path syntax on some system, shell or URL, or that look like a slash.
@@ -74,11 +76,18 @@ def truncate_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
 
 
 def candidate_names(name: str) -> Iterator[str]:
-    """``doc.pdf``, ``doc-1.pdf``, ``doc-2.pdf``, ... each within the length cap."""
+    """``doc.pdf``, ``doc-1.pdf`` ... ``doc-16.pdf``, then ``doc-<8 random hex>.pdf``, each
+    within the length cap.
+
+    Counting on would make the n-th upload of a popular name probe n taken names, and on
+    an object store each probe is a request: quadratic work a client can trigger at will.
+    A random suffix is free at the first try, whatever the number of namesakes.
+    """
     yield name
     stem, ext = split_extension(name)
     for n in range(1, MAX_SUFFIX_ATTEMPTS):
-        suffix = f"-{n}{ext}"
+        tag = str(n) if n <= NUMBERED_SUFFIXES else secrets.token_hex(4)
+        suffix = f"-{tag}{ext}"
         yield truncate_name(stem, MAX_NAME_BYTES - len(suffix.encode())) + suffix
 
 
