@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -255,3 +257,12 @@ def test_claim_unique_path_is_atomic_across_processes(tmp_path: Path) -> None:
         for i, path in enumerate(paths):
             assert Path(path).read_bytes() == f"process {worker} round {i}".encode()
     assert len(list(tmp_path.iterdir())) == workers * rounds
+
+
+def test_after_sixteen_namesakes_the_suffix_is_random_so_probing_stays_short() -> None:
+    names = list(itertools.islice(candidate_names("doc.pdf"), 20))
+    assert names[:3] == ["doc.pdf", "doc-1.pdf", "doc-2.pdf"]
+    assert names[16] == "doc-16.pdf"
+    random_tail = names[17:]
+    assert all(re.fullmatch(r"doc-[0-9a-f]{8}\.pdf", name) for name in random_tail)
+    assert len(set(random_tail)) == len(random_tail)
