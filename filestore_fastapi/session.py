@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("filestore_fastapi")
 
 SESSION_KEY = "filestore_fastapi.session"
+DEFAULT_CONFIG = Config()  # immutable: shared defaults for a request with no storage of its own
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class RequestLimits:
 
     @classmethod
     def strictest(cls, storages: Sequence[Storage]) -> RequestLimits:
-        configs = [storage.config for storage in storages] or [Config()]
+        configs = [storage.config for storage in storages] or [DEFAULT_CONFIG]
         body_limits = [c.max_body_size for c in configs if c.max_body_size is not None]
         return cls(
             max_body_size=min(body_limits) if body_limits else None,
@@ -145,7 +146,7 @@ class UploadSession:
         self._started = False
         self._error: BaseException | None = None
         self._background: TaskGroup | None = None
-        self._batch_bytes = min((s.config.chunk_size for s in storages), default=Config().chunk_size)
+        self._batch_bytes = min((s.config.chunk_size for s in storages), default=DEFAULT_CONFIG.chunk_size)
 
     @property
     def request(self) -> Request:
@@ -224,12 +225,11 @@ class UploadSession:
             error.headers = {**(error.headers or {}), "Connection": "close"}
 
     def _events(self) -> AsyncGenerator[Event, None]:
-        chunk_size = min((s.config.chunk_size for s in self.storages.values()), default=Config().chunk_size)
         parsed_form = getattr(self.request, "_form", None)
         if parsed_form is not None:
             # FastAPI already parsed the body for a Form()/File() parameter of the route.
             self._body_complete = True
-            return form_events(parsed_form, chunk_size)
+            return form_events(parsed_form, self._batch_bytes)
         limit = self.limits.max_body_size
         declared = self.request.headers.get("content-length", "")
         if limit is not None and declared.isdigit() and int(declared) > limit:
