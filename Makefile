@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
 
-.PHONY: run test test-large lint typecheck docs pytest emulators browser clean
+.PHONY: run test lint typecheck docs pytest emulators browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,12 +52,7 @@ $(SWAGGER_UI):
 	touch $@
 
 pytest: $(VENV)/.dev-installed emulators browser $(SWAGGER_UI)
-	$(BIN)/pytest -q -m "not large and not slow"
-
-# The 512 MiB uploads to each emulator (minutes each: the emulators are slow, not the library)
-# and the fault tests that wait out the cloud SDKs' retry back-off.
-test-large: $(VENV)/.dev-installed emulators
-	$(BIN)/pytest -q -s -m "large or slow"
+	$(BIN)/pytest -q
 
 docs: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
