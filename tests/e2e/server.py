@@ -138,3 +138,54 @@ def multipart_stream(
         body(),
         digest.hexdigest(),
     )
+
+
+def post_file(url: str, size: int, filename: str, *, timeout: float = 600.0) -> tuple[httpx.Response, str]:
+    """POST a generated file of ``size`` bytes as the multipart field ``file``.
+
+    Returns the response and the sha256 of the file sent.
+    """
+    content_type, length, body, digest = multipart_stream("file", filename, size)
+    headers = {"content-type": content_type, "content-length": str(length)}
+    return httpx.post(url, content=body, headers=headers, timeout=timeout), digest
+
+
+@dataclass
+class Upload:
+    """One measured upload: the answer and what it cost the server process."""
+
+    response: httpx.Response
+    sha256: str
+    seconds: float
+    peak_rss_growth: int
+    written: int
+
+
+def measure_upload(server: Server, route: str, size: int, filename: str) -> Upload:
+    """Upload a generated file to ``route`` and read the server's peak RSS growth, wall time
+    and bytes written to storage while it did."""
+    server.reset_peak_rss()
+    rss_before = server.rss()
+    written_before = server.written_bytes()
+    started = time.perf_counter()
+    response, digest = post_file(f"{server.url}{route}", size, filename)
+    seconds = time.perf_counter() - started
+    return Upload(
+        response=response,
+        sha256=digest,
+        seconds=seconds,
+        peak_rss_growth=server.peak_rss() - rss_before,
+        written=server.written_bytes() - written_before,
+    )
+
+
+def write_file_of(size: int, path: Path) -> None:
+    """A file of ``size`` bytes like ``multipart_stream``'s, for an SDK to upload from disk."""
+    _, _, body, _ = multipart_stream("file", "plain.bin", size)
+    pieces = iter(body)
+    next(pieces)  # the part's headers
+    with path.open("wb") as out:
+        previous = next(pieces)
+        for piece in pieces:  # the last piece is the closing boundary
+            out.write(previous)
+            previous = piece

@@ -17,7 +17,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from tests.contract.harness_azure import everything_in
-from tests.e2e.server import Server, multipart_stream, run_uvicorn
+from tests.e2e.server import Server, measure_upload, post_file, run_uvicorn, write_file_of
 from tests.emulators import Azurite
 
 MiB = 1024 * 1024
@@ -50,10 +50,7 @@ def server(azurite: Azurite, container: ContainerClient) -> Iterator[Server]:
 
 
 def post_stream(server: Server, size: int, filename: str) -> tuple[httpx.Response, str]:
-    content_type, length, body, digest = multipart_stream("file", filename, size)
-    headers = {"content-type": content_type, "content-length": str(length)}
-    response = httpx.post(f"{server.url}/azure", content=body, headers=headers, timeout=600.0)
-    return response, digest
+    return post_file(f"{server.url}/azure", size, filename)
 
 
 def stored_sha256(container: ContainerClient, name: str) -> str:
@@ -61,18 +58,6 @@ def stored_sha256(container: ContainerClient, name: str) -> str:
     for block in container.get_blob_client(name).download_blob().chunks():
         digest.update(block)
     return digest.hexdigest()
-
-
-def write_file_of(size: int, path: Path) -> None:
-    """A file of ``size`` bytes made like ``multipart_stream``'s (same kind of bytes, not the same)."""
-    _, _, body, _ = multipart_stream("file", "plain.bin", size)
-    pieces = iter(body)
-    next(pieces)  # the part's headers
-    with path.open("wb") as out:
-        previous = next(pieces)
-        for piece in pieces:  # the last piece is the closing boundary
-            out.write(previous)
-            previous = piece
 
 
 def empty_container(container: ContainerClient) -> None:
@@ -88,12 +73,8 @@ def test_large_upload_streams_to_azure_in_bounded_memory(
         assert response.status_code == 200, response.text
     empty_container(container)
 
-    server.reset_peak_rss()
-    rss_before = server.rss()
-    started = time.perf_counter()
-    response, digest = post_stream(server, LARGE, "large.bin")
-    seconds = time.perf_counter() - started
-    growth = server.peak_rss() - rss_before
+    upload = measure_upload(server, "/azure", LARGE, "large.bin")
+    response, digest, seconds, growth = upload.response, upload.sha256, upload.seconds, upload.peak_rss_growth
 
     assert response.status_code == 200, response.text
     [stored] = response.json()

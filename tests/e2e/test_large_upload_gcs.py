@@ -12,7 +12,6 @@ which recomputes the crc32c and MD5 of the whole object so far on every chunk it
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import httpx
 import pytest
 from google.cloud import storage as gcs
 
-from tests.e2e.server import Server, multipart_stream, run_uvicorn
+from tests.e2e.server import Server, measure_upload, multipart_stream, post_file, run_uvicorn, write_file_of
 from tests.emulators import FakeGcsServer
 
 MiB = 1024 * 1024
@@ -58,10 +57,7 @@ def server(emulator: FakeGcsServer, bucket: Any) -> Iterator[Server]:
 
 
 def post_stream(server: Server, size: int, filename: str) -> tuple[httpx.Response, str]:
-    content_type, length, body, digest = multipart_stream("file", filename, size)
-    headers = {"content-type": content_type, "content-length": str(length)}
-    response = httpx.post(f"{server.url}/gcs", content=body, headers=headers, timeout=600.0)
-    return response, digest
+    return post_file(f"{server.url}/gcs", size, filename)
 
 
 def stored_sha256(bucket: Any, key: str) -> str:
@@ -101,12 +97,8 @@ def test_512_mib_upload_streams_to_gcs_in_bounded_memory(
     assert response.status_code == 200, response.text
     empty(bucket)
 
-    server.reset_peak_rss()
-    rss_before = server.rss()
-    started = time.perf_counter()
-    response, digest = post_stream(server, LARGE, "large.bin")
-    seconds = time.perf_counter() - started
-    growth = server.peak_rss() - rss_before
+    upload = measure_upload(server, "/gcs", LARGE, "large.bin")
+    response, digest, seconds, growth = upload.response, upload.sha256, upload.seconds, upload.peak_rss_growth
 
     assert response.status_code == 200, response.text
     [stored] = response.json()
@@ -117,10 +109,7 @@ def test_512_mib_upload_streams_to_gcs_in_bounded_memory(
     empty(bucket)
 
     source = tmp_path / "large.bin"
-    block = os.urandom(MiB)
-    with source.open("wb") as handle:
-        for _ in range(LARGE // MiB):
-            handle.write(block)
+    write_file_of(LARGE, source)
     sdk_default = sdk_upload_seconds(bucket, source, None)
     sdk_same_chunks = sdk_upload_seconds(bucket, source, PART)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.e2e.server import Server, multipart_stream, run_uvicorn
+from tests.e2e.server import Server, Upload, measure_upload, multipart_stream, post_file, run_uvicorn
 
 MiB = 1024 * 1024
 LARGE = 256 * MiB
@@ -33,19 +33,11 @@ class Dirs:
     spool: Path
 
 
-@dataclass
-class Measured:
-    route: str
-    response: httpx.Response
-    peak_rss_growth: int
-    seconds: float
-    written: int
-
-    def row(self) -> str:
-        return (
-            f"{self.route:<8} peak RSS +{self.peak_rss_growth / MiB:7.1f} MiB   "
-            f"{self.seconds:6.2f} s   disk writes {self.written / MiB:7.1f} MiB"
-        )
+def row(route: str, upload: Upload) -> str:
+    return (
+        f"{route:<8} peak RSS +{upload.peak_rss_growth / MiB:7.1f} MiB   "
+        f"{upload.seconds:6.2f} s   disk writes {upload.written / MiB:7.1f} MiB"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,27 +59,7 @@ def server(dirs: Dirs) -> Iterator[Server]:
 
 def post_stream(server: Server, route: str, size: int, filename: str) -> tuple[httpx.Response, str]:
     """Send a generated file of ``size`` bytes; returns the response and the file's sha256."""
-    content_type, length, body, digest = multipart_stream("file", filename, size)
-    headers = {"content-type": content_type, "content-length": str(length)}
-    response = httpx.post(f"{server.url}{route}", content=body, headers=headers, timeout=120.0)
-    return response, digest
-
-
-def measure(server: Server, route: str, size: int) -> tuple[Measured, str]:
-    server.reset_peak_rss()
-    rss_before = server.rss()
-    written_before = server.written_bytes()
-    started = time.perf_counter()
-    response, digest = post_stream(server, route, size, f"large{route.replace('/', '-')}.bin")
-    seconds = time.perf_counter() - started
-    measured = Measured(
-        route=route,
-        response=response,
-        peak_rss_growth=server.peak_rss() - rss_before,
-        seconds=seconds,
-        written=server.written_bytes() - written_before,
-    )
-    return measured, digest
+    return post_file(f"{server.url}{route}", size, filename, timeout=120.0)
 
 
 def file_sha256(path: Path) -> str:
@@ -125,7 +97,8 @@ def test_large_upload_streams_to_disk_in_bounded_memory(
     empty(dirs.uploads)
     empty(dirs.plain)
 
-    local, digest = measure(server, "/local", LARGE)
+    local = measure_upload(server, "/local", LARGE, "large-local.bin")
+    digest = local.sha256
     assert local.response.status_code == 200, local.response.text
     [stored] = local.response.json()
     assert stored["size"] == LARGE
@@ -134,16 +107,19 @@ def test_large_upload_streams_to_disk_in_bounded_memory(
     assert file_sha256(dirs.uploads / stored["filename"]) == digest
     empty(dirs.uploads)
 
-    plain, _ = measure(server, "/plain", LARGE)
+    plain = measure_upload(server, "/plain", LARGE, "large-plain.bin")
     assert plain.response.status_code == 200, plain.response.text
     assert plain.response.json()["size"] == LARGE
     empty(dirs.plain)
 
     with capsys.disabled():
-        print(f"\nUpload of {LARGE // MiB} MiB through uvicorn:\n  {local.row()}\n  {plain.row()}")
-    assert local.peak_rss_growth < RSS_BUDGET, local.row()
+        print(
+            f"\nUpload of {LARGE // MiB} MiB through uvicorn:\n"
+            f"  {row('/local', local)}\n  {row('/plain', plain)}"
+        )
+    assert local.peak_rss_growth < RSS_BUDGET, row("/local", local)
     # Each byte goes to disk once: no spooled copy as in the plain route.
-    assert LARGE <= local.written < 1.1 * LARGE, local.row()
+    assert LARGE <= local.written < 1.1 * LARGE, row("/local", local)
 
 
 def test_client_disconnect_mid_file_leaves_nothing(server: Server, dirs: Dirs) -> None:
