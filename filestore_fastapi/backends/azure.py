@@ -27,7 +27,7 @@ from ..errors import UploadConflict
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
-from .parts import PartPipeline
+from .parts import PartPipeline, join_releasing
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
@@ -107,8 +107,7 @@ class AzureWriter(Writer):
     def _stage_part(self, pieces: list[Chunk], number: int) -> None:
         block_id = self._block_id(number)
         self._block_ids.append(block_id)
-        data = b"".join(pieces)
-        pieces.clear()  # drop the views: only the joined copy stays alive while it uploads
+        data = join_releasing(pieces)
         if self._blob is None:
             self._blob = self._claim()
         self._blob.stage_block(block_id, data, validate_content=True)
@@ -174,8 +173,7 @@ class AzureWriter(Writer):
     def _put_whole(self, pieces: list[Chunk]) -> StoredFile:
         from azure.core.exceptions import ResourceExistsError
 
-        data = b"".join(pieces)
-        pieces.clear()
+        data = join_releasing(pieces)
         storage, target = self._storage, self._target
         options: dict[str, Any] = {"content_settings": self._content_settings(), "validate_content": True}
         if storage.config.overwrite:

@@ -8,11 +8,24 @@ part is in flight at most, so a file costs about two parts of memory.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 from collections.abc import Callable
 
 import anyio
 
 from .base import Chunk
+
+
+def join_releasing(pieces: list[Chunk]) -> bytes:
+    """The pieces as one ``bytes``, each piece let go as soon as it is copied (``pieces`` ends
+    empty), so a part costs its own size once rather than twice while it is joined.
+    ``BytesIO`` grows in place and hands over its buffer without a final copy."""
+    buffer = io.BytesIO()
+    pieces.reverse()
+    while pieces:
+        buffer.write(pieces.pop())
+    return buffer.getvalue()
+
 
 SendPart = Callable[[list[Chunk], int], None]
 """Blocking: send ``pieces`` (joined, they are the part) as part ``number`` (from 1)."""

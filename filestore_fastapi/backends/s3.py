@@ -23,7 +23,7 @@ from ..errors import UploadConflict
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
-from .parts import PartPipeline
+from .parts import PartPipeline, join_releasing
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -100,8 +100,7 @@ class S3Writer(Writer):
         return {"ContentType": self._target.content_type, **self._storage.config.extra_args}
 
     def _send_part(self, pieces: list[Chunk], number: int) -> None:
-        data = b"".join(pieces)
-        pieces.clear()  # drop the views: only the joined copy stays alive while it uploads
+        data = join_releasing(pieces)
         if self._upload_id is None:
             self._key, self._upload_id = self._claim_multipart_key()
         assert self._key is not None
@@ -139,8 +138,7 @@ class S3Writer(Writer):
         return self._key
 
     def _put_whole(self, pieces: list[Chunk]) -> str:
-        data = b"".join(pieces)
-        pieces.clear()
+        data = join_releasing(pieces)
         storage, target = self._storage, self._target
         put_args = {
             "Bucket": storage.bucket,
