@@ -22,6 +22,10 @@ TEMP_PREFIX = ".upload-"
 TEMP_SUFFIX = ".part"
 FILE_MODE = 0o644
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+# A file this small is written, closed and linked on the event loop: on two busy cores a
+# thread hop cost ~0.5 ms of CPU per upload, several times the syscalls it would carry
+# (benchmarks case 3: 1050 uploads/s instead of 803).
+SMALL_FILE = 64 * 1024
 
 
 def _open_temp(directory: Path) -> tuple[int, Path]:
@@ -51,7 +55,7 @@ class LocalWriter(Writer):
     """Gathers views (no copies) up to ``chunk_size``, then one ``writev`` off the loop.
 
     The temp file is created by the first write that reaches the disk, and the last write,
-    close and link happen in one thread hop, so a small file costs a single hop.
+    close and link happen in one thread hop, or none for a file under ``SMALL_FILE``.
     """
 
     def __init__(self, storage: LocalStorage, target: WriteRequest) -> None:
@@ -77,8 +81,12 @@ class LocalWriter(Writer):
             _write_all(self._fd, chunks)
 
     async def commit(self) -> StoredFile:
-        chunks, self._pending = self._pending, []
-        path = await anyio.to_thread.run_sync(self._finish, chunks)
+        chunks, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
+        if self._fd is None and size <= SMALL_FILE:
+            path = self._finish(chunks)  # a few syscalls: cheaper here than a thread hop
+        else:
+            path = await anyio.to_thread.run_sync(self._finish, chunks)
         return StoredFile(
             filename=path.name,
             path=path,
