@@ -35,6 +35,7 @@ from filestore_fastapi import (
     form_fields,
 )
 from filestore_fastapi.backends.base import Chunk, StoredFile
+from tests.asgi import post_scope
 
 from .test_multipart import BOUNDARY, CONTENT_TYPE, Part, encode, file_part
 
@@ -85,20 +86,7 @@ def assert_error(response: httpx.Response, status: int, field: str | None, *word
 
 def upload_scope(*headers: tuple[bytes, bytes]) -> Scope:
     """A raw ASGI scope for ``POST /upload`` of a multipart body, to drive the app by hand."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/upload",
-        "raw_path": b"/upload",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", CONTENT_TYPE.encode()), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    return post_scope("/upload", [(b"content-type", CONTENT_TYPE.encode()), *headers])
 
 
 class RecordingBody:

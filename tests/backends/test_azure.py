@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect
 
 from filestore_fastapi import Config, FileData
 from filestore_fastapi.backends.azure import AzureStorage
+from tests.asgi import post_scope
 from tests.contract.harness_azure import everything_in
 from tests.emulators import Azurite
 
@@ -111,23 +112,13 @@ async def post(
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     body = head + data + tail
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/upload",
-        "raw_path": b"/upload",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
+    scope = post_scope(
+        "/upload",
+        [
             (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
             (b"content-length", str(len(body)).encode()),
         ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    )
     offsets = iter(range(0, len(body), piece))
     reply = Reply(status=0)
     done = asyncio.Event()

@@ -34,6 +34,7 @@ from starlette.types import Message
 
 from filestore_fastapi import Config, FileData
 from filestore_fastapi.backends.s3 import S3Storage
+from tests.asgi import post_scope
 from tests.contract.harness_s3 import moto_client, moto_credentials
 from tests.emulators import MotoServer
 
@@ -361,20 +362,7 @@ async def test_a_client_disconnect_mid_file_aborts_the_upload(
     async def send(message: Message) -> None:
         pass
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/upload",
-        "raw_path": b"/upload",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = post_scope("/upload", [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())])
     with contextlib.suppress(Exception):  # how the app reports a vanished client is not the point
         await app_for(storage, calls)(scope, receive, send)
 

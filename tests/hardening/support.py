@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.asgi import post_scope
+
 BOUNDARY = "hardening-boundary-5f2c"
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -79,20 +81,7 @@ async def asgi_post(
     server delivers what it reads from the socket."""
     pending = [chunks] if isinstance(chunks, bytes) else list(chunks)
     raw_ctype = ctype.encode("latin-1") if isinstance(ctype, str) else ctype
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), (b"content-type", raw_ctype), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = post_scope(path, [(b"host", b"test"), (b"content-type", raw_ctype), *headers])
     status, body = 0, bytearray()
     reply_headers: dict[str, str] = {}
 
