@@ -4,13 +4,9 @@ session and only when a test asks), and an in-process app around any storage."""
 import contextlib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI
-from starlette.datastructures import ImmutableMultiDict
 
-from filestore_fastapi import FileData, Storage, form_fields
 from tests.contract.conftest import ContractHarness
 
 CLOUDS = ("s3", "gcs", "azure")
@@ -45,19 +41,3 @@ def cloud(request: pytest.FixtureRequest) -> ContractHarness:
     """Every cloud backend, through its contract harness."""
     harness: ContractHarness = request.getfixturevalue(f"hardening_{request.param}")
     return harness
-
-
-def upload_app(storage: Storage) -> FastAPI:
-    """``POST /upload`` depending on ``storage``; answers the stored files and text fields."""
-    app = FastAPI()
-    app.state.calls = 0
-
-    @app.post("/upload")
-    async def upload(
-        files: Annotated[list[FileData], Depends(storage)],
-        fields: Annotated[ImmutableMultiDict[str, str], Depends(form_fields)],
-    ) -> dict[str, Any]:
-        app.state.calls += 1
-        return {"files": [f.model_dump(mode="json") for f in files], "fields": list(fields.multi_items())}
-
-    return app

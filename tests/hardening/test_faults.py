@@ -22,8 +22,8 @@ import pytest
 from filestore_fastapi import Config, LocalStorage, Storage
 from tests.contract.conftest import ContractHarness
 
-from .conftest import upload_app
 from .proxy import FaultyProxy
+from .routes import upload_app
 from .support import Reply, asgi_post, file_part, form
 
 MiB = 1024 * 1024

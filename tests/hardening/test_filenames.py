@@ -15,7 +15,7 @@ import pytest
 from filestore_fastapi import FileData, LocalStorage, Storage, sanitize_filename
 from tests.contract.conftest import ContractHarness
 
-from .conftest import upload_app
+from .routes import upload_app
 from .support import asgi_post, file_part, form
 
 

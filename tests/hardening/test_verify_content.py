@@ -16,7 +16,7 @@ import pytest
 from filestore_fastapi import Config, FileData, LocalStorage
 from tests.contract.conftest import ContractHarness
 
-from .conftest import upload_app
+from .routes import upload_app
 from .support import asgi_post, cut, file_part, form
 
 

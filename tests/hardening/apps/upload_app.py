@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
-from starlette.datastructures import ImmutableMultiDict
-
-from filestore_fastapi import Config, FileData, LocalStorage, MemoryStorage, Storage, form_fields
+from filestore_fastapi import Config, LocalStorage, MemoryStorage, Storage
+from tests.hardening.routes import upload_app
 
 
 def _storage_class(backend: str) -> type[Storage]:
@@ -40,8 +37,7 @@ storage = _storage_class(os.environ.get("HARDENING_BACKEND", "local"))(
     config=Config(**json.loads(os.environ.get("HARDENING_CONFIG", "{}"))),
 )
 
-app = FastAPI()
-app.state.calls = 0
+app = upload_app(storage)
 
 
 @app.get("/calls")
@@ -52,12 +48,3 @@ async def calls() -> int:
 @app.get("/memory")
 async def memory_keys() -> list[str]:
     return sorted(storage.files) if isinstance(storage, MemoryStorage) else []
-
-
-@app.post("/upload")
-async def upload(
-    files: Annotated[list[FileData], Depends(storage)],
-    fields: Annotated[ImmutableMultiDict[str, str], Depends(form_fields)],
-) -> dict[str, Any]:
-    app.state.calls += 1
-    return {"files": [f.model_dump(mode="json") for f in files], "fields": list(fields.multi_items())}
