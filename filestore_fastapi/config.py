@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,18 @@ class Config(BaseModel):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"Config got an unknown key {key!r}{hint}")
         super().__init__(**keys)
+
+    def setting(self, key: str) -> str | None:
+        """A cloud key's value, else the environment variable of the same name."""
+        value = getattr(self, key)
+        return str(value) if value else os.environ.get(key)
+
+    def required_setting(self, key: str, what: str) -> str:
+        """``setting(key)``, or a ValueError saying ``what`` is missing and where to set it."""
+        value = self.setting(key)
+        if not value:
+            raise ValueError(f"{what}: set the {key} config key or environment variable")
+        return value
 
     @field_validator("allowed_extensions", mode="before")
     @classmethod

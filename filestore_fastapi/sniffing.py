@@ -10,13 +10,13 @@ control characters, else as ``application/octet-stream``.
 from __future__ import annotations
 
 import codecs
-import importlib
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .backends.base import Chunk, StoredFile, Writer, WriteRequest
 from .errors import UnsupportedMediaType
+from .extras import require
 from .policy import content_type_allowed
 
 if TYPE_CHECKING:
@@ -31,10 +31,7 @@ _BINARY_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 def require_sniffer() -> ModuleType:
     """The ``filetype`` module, or an ImportError that names the extra to install."""
-    try:
-        return importlib.import_module("filetype")
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+    return require("filetype", INSTALL_HINT)
 
 
 def _looks_like_text(head: bytes, complete: bool) -> bool:

@@ -116,3 +116,12 @@ def test_secrets_stay_out_of_the_repr() -> None:
     )
     assert "c2VrcmV0" not in repr(config)
     assert config.AZURE_STORAGE_CREDENTIAL == "c2VrcmV0"
+
+
+def test_a_cloud_key_falls_back_to_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_BUCKET_NAME", "from-env")
+    assert Config().setting("AWS_BUCKET_NAME") == "from-env"
+    assert Config(AWS_BUCKET_NAME="from-config").setting("AWS_BUCKET_NAME") == "from-config"
+    monkeypatch.delenv("AWS_BUCKET_NAME")
+    with pytest.raises(ValueError, match="S3Storage needs a bucket: set the AWS_BUCKET_NAME config key"):
+        Config().required_setting("AWS_BUCKET_NAME", "S3Storage needs a bucket")

@@ -24,6 +24,7 @@ import anyio
 from ..config import Config
 from ..dependency import Storage
 from ..errors import UploadConflict
+from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
@@ -44,20 +45,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 CLAIM_BLOCK = 0
 #: Seconds, at most, two uploads that claimed one name at once wait before the next name.
 STEP_ASIDE_PAUSE = 0.05
-
-
-def _require_sdk() -> None:
-    try:
-        import azure.storage.blob  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
-
-
-def _require_identity() -> None:
-    try:
-        import azure.identity  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(IDENTITY_HINT) from exc
 
 
 def _without_query(url: str) -> str:
@@ -230,14 +217,10 @@ class AzureStorage(Storage):
         self, name: str, count: int = 1, required: bool = True, config: Config | None = None
     ) -> None:
         super().__init__(name, count, required, config)
-        _require_sdk()
-        container = self.config.AZURE_STORAGE_CONTAINER or os.environ.get("AZURE_STORAGE_CONTAINER")
-        if not container:
-            raise ValueError(
-                "AzureStorage needs a container: set the AZURE_STORAGE_CONTAINER config key "
-                "or environment variable"
-            )
-        self.container_name: str = container
+        require("azure.storage.blob", INSTALL_HINT)
+        self.container_name = self.config.required_setting(
+            "AZURE_STORAGE_CONTAINER", "AzureStorage needs a container"
+        )
         connection_string = self.config.AZURE_STORAGE_CONNECTION_STRING
         account_url = self.config.AZURE_STORAGE_ACCOUNT_URL
         if not connection_string and not account_url:
@@ -249,7 +232,7 @@ class AzureStorage(Storage):
                 "AZURE_STORAGE_ACCOUNT_URL (config key or environment variable)"
             )
         if not connection_string and self.config.AZURE_STORAGE_CREDENTIAL is None:
-            _require_identity()
+            require("azure.identity", IDENTITY_HINT)
         self._connection_string = connection_string or None
         self._account_url = account_url or None
         self._service: BlobServiceClient | None = None

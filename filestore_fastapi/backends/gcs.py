@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ import anyio
 from ..config import Config
 from ..dependency import Storage
 from ..errors import UploadConflict
+from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
@@ -44,10 +44,7 @@ CHECKSUM = "crc32c"
 
 def _sdk() -> Any:
     """``google.cloud.storage``, or an ImportError that says which extra to install."""
-    try:
-        return importlib.import_module("google.cloud.storage")
-    except ImportError as exc:
-        raise ImportError(f"GCSStorage needs the Google Cloud Storage SDK: {INSTALL_HINT}") from exc
+    return require("google.cloud.storage", f"GCSStorage needs the Google Cloud Storage SDK: {INSTALL_HINT}")
 
 
 def upload_chunk_size(config: Config) -> int:
@@ -203,13 +200,8 @@ class GCSStorage(Storage):
     ) -> None:
         super().__init__(name, count, required, config)
         _sdk()
-        bucket_name = self.config.GCP_BUCKET_NAME or os.environ.get("GCP_BUCKET_NAME")
-        if not bucket_name:
-            raise ValueError(
-                "GCSStorage needs a bucket: set the GCP_BUCKET_NAME config key or environment variable"
-            )
-        self.bucket_name: str = bucket_name
-        self.project: str | None = self.config.GCP_PROJECT or os.environ.get("GCP_PROJECT")
+        self.bucket_name = self.config.required_setting("GCP_BUCKET_NAME", "GCSStorage needs a bucket")
+        self.project = self.config.setting("GCP_PROJECT")
         self.chunk_size = upload_chunk_size(self.config)
         self._bucket: Bucket | None = None
         self._bucket_lock = threading.Lock()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +19,7 @@ import anyio
 from ..config import Config
 from ..dependency import Storage
 from ..errors import UploadConflict
+from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
@@ -39,13 +39,6 @@ NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 DENIED = frozenset({"403", "AccessDenied"})
 # 412 when the key exists; 409 when another conditional write to it is in progress.
 TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
-
-
-def _require_boto3() -> None:
-    try:
-        import boto3  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
 
 
 def _error_code(exc: Exception) -> str | None:
@@ -234,14 +227,9 @@ class S3Storage(Storage):
         self, name: str, count: int = 1, required: bool = True, config: Config | None = None
     ) -> None:
         super().__init__(name, count, required, config)
-        _require_boto3()
-        bucket = self.config.AWS_BUCKET_NAME or os.environ.get("AWS_BUCKET_NAME")
-        if not bucket:
-            raise ValueError(
-                "S3Storage needs a bucket: set the AWS_BUCKET_NAME config key or environment variable"
-            )
-        self.bucket: str = bucket
-        self.region: str | None = self.config.AWS_DEFAULT_REGION or os.environ.get("AWS_DEFAULT_REGION")
+        require("boto3", INSTALL_HINT)
+        self.bucket = self.config.required_setting("AWS_BUCKET_NAME", "S3Storage needs a bucket")
+        self.region = self.config.setting("AWS_DEFAULT_REGION")
         self._client: S3Client | None = None
         self._client_lock = threading.Lock()
 
