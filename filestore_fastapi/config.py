@@ -20,8 +20,8 @@ class Config(BaseModel):
     """Settings of one storage. Unknown keys raise, so a typo never silently does nothing.
 
     Request-wide limits (``max_body_size``, ``max_fields``, ``max_field_size``,
-    ``max_parts``) apply to the whole body; when several storages share a route the
-    strictest value wins.
+    ``max_parts``, ``max_form_memory``, ``idle_timeout``) apply to the whole body; when
+    several storages share a route the strictest value wins.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -46,6 +46,17 @@ class Config(BaseModel):
     max_fields: int = Field(default=1000, ge=0)
     max_field_size: int = Field(default=MiB, ge=0)
     max_parts: int = Field(default=1000, ge=0)
+    max_form_memory: int = Field(default=MiB, ge=0)
+    """Text fields held in memory per request, all fields together (names and values)."""
+    idle_timeout: float | None = Field(default=60.0, gt=0)
+    """Seconds to wait for the next piece of the body before answering 408."""
+
+    # Calls to the store: a pool of threads of this storage's own, and how long to wait.
+    max_threads: int = Field(default=16, ge=1)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of a failed store request (the SDK's own back-off), after the first attempt."""
 
     # Hooks: sync or async callables taking an ``UploadContext``.
     filename: Hook | None = None

@@ -46,13 +46,16 @@ class Storage(ABC):
     async def __call__(self, request: Request) -> AsyncIterator[list[FileData]]:
         session = UploadSession.of(request, storages_on_route(request, self))
         files = await session.files_for(self)
+        session.hold()
         try:
             yield files
-        except Exception:
-            # The handler raised, or FastAPI refused another parameter: the request failed,
-            # so none of its files stay (all or nothing, also after the body was parsed).
+        except BaseException:
+            # The handler raised, FastAPI refused another parameter, or a timeout or a
+            # shutdown cancelled the request: it failed, so none of its files stay, and a
+            # file one of them replaced is back (all or nothing, also after the body).
             await session.discard()
             raise
+        await session.finish()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, count={self.count}, required={self.required})"

@@ -43,6 +43,13 @@ class PayloadTooLarge(UploadError):
     error_type = "too_large"
 
 
+class RequestTimeout(UploadError):
+    """The client stopped sending the body for longer than ``idle_timeout``."""
+
+    status_code = 408
+    error_type = "timeout"
+
+
 class UnsupportedMediaType(UploadError):
     """The request is not multipart, or a file's extension or content type is not allowed."""
 

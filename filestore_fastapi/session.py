@@ -20,8 +20,9 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 
 from .backends.base import Writer, WriteRequest
+from .buffer import ChunkBuffer
 from .config import Config
-from .errors import PayloadTooLarge, StorageFailure, UploadError, ValidationFailed
+from .errors import PayloadTooLarge, RequestTimeout, StorageFailure, UploadError, ValidationFailed
 from .filedata import FileData
 from .multipart import (
     Event,
@@ -65,16 +66,21 @@ class RequestLimits:
     max_fields: int
     max_field_size: int
     max_parts: int
+    max_form_memory: int
+    idle_timeout: float | None
 
     @classmethod
     def strictest(cls, storages: Sequence[Storage]) -> RequestLimits:
         configs = [storage.config for storage in storages] or [DEFAULT_CONFIG]
         body_limits = [c.max_body_size for c in configs if c.max_body_size is not None]
+        timeouts = [c.idle_timeout for c in configs if c.idle_timeout is not None]
         return cls(
             max_body_size=min(body_limits) if body_limits else None,
             max_fields=min(c.max_fields for c in configs),
             max_field_size=min(c.max_field_size for c in configs),
             max_parts=min(c.max_parts for c in configs),
+            max_form_memory=min(c.max_form_memory for c in configs),
+            idle_timeout=min(timeouts) if timeouts else None,
         )
 
 
@@ -94,14 +100,9 @@ class _OpenFile:
     context: UploadContext
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
-    batch: list[Chunk] = field(default_factory=list)
-    batch_size: int = 0
+    batch: ChunkBuffer = field(default_factory=ChunkBuffer)
     idle: anyio.Event = field(default_factory=anyio.Event)
     in_flight: bool = False
-
-    def take_batch(self) -> list[Chunk]:
-        batch, self.batch, self.batch_size = self.batch, [], 0
-        return batch
 
     async def settle(self) -> None:
         """Wait until the batch in flight, if any, is hashed and written."""
@@ -136,7 +137,9 @@ class UploadSession:
         self.limits = RequestLimits.strictest(storages)
         self.fields: list[tuple[str, str]] = []
         self._files: list[FileData] = []
-        self._committed: list[tuple[Storage, FileData]] = []
+        self._committed: list[tuple[Writer, Storage, FileData]] = []  # until released or reverted
+        self._holders = 0  # storage dependencies that have not exited yet
+        self._form_memory = 0
         self._open: _OpenFile | None = None
         self._complete: list[_OpenFile] = []  # written in full, committed once the body is valid
         self._text: _TextField | None = None
@@ -168,6 +171,24 @@ class UploadSession:
         """The files stored for ``storage``'s field, parsing the body if nobody has yet."""
         await self.run()
         return [f for f in self._files if f.field_name == storage.name]
+
+    def hold(self) -> None:
+        """A dependency hands the files to the handler; ``finish`` once it is done."""
+        self._holders += 1
+
+    async def finish(self) -> None:
+        """The request succeeded: once the last dependency is done, the files stay for good
+        and whatever was kept to revert them (a replaced file) is let go."""
+        self._holders -= 1
+        if self._holders > 0:
+            return
+        committed, self._committed = self._committed, []
+        with anyio.CancelScope(shield=True):
+            for writer, _, _ in committed:
+                try:
+                    await writer.release()
+                except Exception:
+                    logger.exception("could not release what an upload kept to revert")
 
     async def form(self) -> ImmutableMultiDict[str, str]:
         """The text fields of the body, in order."""
@@ -225,21 +246,33 @@ class UploadSession:
             error.headers = {**(error.headers or {}), "Connection": "close"}
 
     def _events(self) -> AsyncGenerator[Event, None]:
-        parsed_form = getattr(self.request, "_form", None)
-        if parsed_form is not None:
-            # FastAPI already parsed the body for a Form()/File() parameter of the route.
-            self._body_complete = True
-            return form_events(parsed_form, self._batch_bytes)
         limit = self.limits.max_body_size
         declared = self.request.headers.get("content-length", "")
         if limit is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(None, f"request body of {declared} bytes exceeds max_body_size of {limit}")
+        parsed_form = getattr(self.request, "_form", None)
+        if parsed_form is not None:
+            # FastAPI already parsed the body for a Form()/File() parameter of the route:
+            # the same events go through the same checks, the body limit on their bytes.
+            self._body_complete = True
+            return _within_body_limit(form_events(parsed_form, self._batch_bytes), limit)
         boundary = parse_boundary(self.request.headers.get("content-type"))
         return read_events(self._body(limit), boundary)
 
     async def _body(self, limit: int | None) -> AsyncGenerator[bytes, None]:
         received = 0
-        async for chunk in self.request.stream():
+        chunks = self.request.stream().__aiter__()
+        timeout = self.limits.idle_timeout
+        while True:
+            # uvicorn and most servers have no body timeout: a client that stops sending
+            # would keep its temp file and descriptor for as long as it keeps the socket.
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as waiting:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+            if waiting.cancelled_caught:
+                raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")
             received += len(chunk)
             if limit is not None and received > limit:
                 raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
@@ -265,6 +298,7 @@ class UploadSession:
                     part.name, f"{part.name}: more than max_fields={self.limits.max_fields} text fields"
                 )
             self._text = _TextField(part.name)
+            self._hold_text(part.name, len(part.name.encode()))
             return
         storage = self.storages.get(part.name)
         if storage is None or part.filename == "":
@@ -301,19 +335,26 @@ class UploadSession:
                 name = current.context.field_name
                 raise PayloadTooLarge(name, f"{name}: file exceeds max_file_size of {limit} bytes")
             current.batch.append(data)
-            current.batch_size += len(data)
-            if current.batch_size >= self._batch_bytes:
+            if current.batch.size >= self._batch_bytes:
                 await current.settle()
                 assert self._background is not None
                 current.idle = anyio.Event()
                 current.in_flight = True
-                self._background.start_soon(current.process, current.take_batch())
+                self._background.start_soon(current.process, current.batch.take())
         elif self._text is not None:
+            name = self._text.name
             self._text.value += data
             if len(self._text.value) > self.limits.max_field_size:
-                name = self._text.name
                 limit = self.limits.max_field_size
                 raise PayloadTooLarge(name, f"{name}: text field exceeds max_field_size of {limit} bytes")
+            self._hold_text(name, len(data))
+
+    def _hold_text(self, name: str, size: int) -> None:
+        """Text stays in memory until the handler runs: all of it together is bounded."""
+        self._form_memory += size
+        if self._form_memory > self.limits.max_form_memory:
+            limit = self.limits.max_form_memory
+            raise PayloadTooLarge(name, f"{name}: text fields exceed max_form_memory of {limit} bytes in all")
 
     async def _on_end(self) -> None:
         if self._text is not None:
@@ -324,7 +365,7 @@ class UploadSession:
         if current is None:
             return
         await current.settle()
-        tail = current.take_batch()  # less than a batch: not worth a thread hop
+        tail = current.batch.take()  # less than a batch: not worth a thread hop
         _hash_all(current.hasher, tail)
         for chunk in tail:
             await current.writer.write(chunk)
@@ -363,7 +404,7 @@ class UploadSession:
                 metadata=stored.metadata,
             )
             self._files.append(file_data)
-            self._committed.append((current.storage, file_data))
+            self._committed.append((current.writer, current.storage, file_data))
             hook = current.storage.config.metadata
             if hook is not None:
                 file_data.metadata.update(await call_hook(hook, context))
@@ -374,7 +415,7 @@ class UploadSession:
             await self._rollback()
 
     async def _rollback(self) -> None:
-        """Abort the files not yet committed and delete the ones that were."""
+        """Abort the files not yet committed and revert the ones that were."""
         pending = [self._open] if self._open is not None else []
         pending += self._complete
         self._open, self._complete = None, []
@@ -383,13 +424,30 @@ class UploadSession:
                 await current.writer.abort()
             except Exception:
                 logger.exception("could not abort a partial upload")
-        for storage, file_data in reversed(self._committed):
+        committed, self._committed = self._committed, []
+        for writer, storage, file_data in reversed(committed):
             try:
-                await storage.delete(file_data)
+                try:
+                    await writer.revert()
+                except NotImplementedError:
+                    await storage.delete(file_data)
             except Exception:
-                logger.exception("could not delete %s during rollback", file_data.filename)
-        self._committed.clear()
+                logger.exception("could not revert %s during rollback", file_data.filename)
         self._files.clear()
+
+
+async def _within_body_limit(
+    events: AsyncGenerator[Event, None], limit: int | None
+) -> AsyncGenerator[Event, None]:
+    """``events``, refusing once their bytes pass ``limit`` (a parsed body is at least that long)."""
+    received = 0
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, PartData):
+                received += len(event.data)
+                if limit is not None and received > limit:
+                    raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
+            yield event
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -101,6 +101,14 @@ class ContentCheckingWriter(Writer):
         if self._inner is not None:
             await self._inner.abort()
 
+    async def revert(self) -> None:
+        assert self._inner is not None, "revert() before commit()"
+        await self._inner.revert()
+
+    async def release(self) -> None:
+        assert self._inner is not None, "release() before commit()"
+        await self._inner.release()
+
     async def _verify_and_open(self, *, complete: bool) -> None:
         head = b"".join(bytes(chunk) for chunk in self._held)[:SNIFF_BYTES]
         allowed = self._storage.config.allowed_content_types or ()

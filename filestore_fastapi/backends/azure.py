@@ -69,6 +69,7 @@ class AzureWriter(Writer):
         self._block_ids: list[str] = []
         self._blob: BlobClient | None = None
         """The blob our blocks are staged on, once its name is claimed."""
+        self._committed: str | None = None
         self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, "filestore-azure")
 
     def _block_id(self, index: int) -> str:
@@ -80,14 +81,22 @@ class AzureWriter(Writer):
     async def commit(self) -> StoredFile:
         rest = await self._pipeline.finish()
         if not self._block_ids:
-            return await anyio.to_thread.run_sync(self._put_whole, rest)
-        return await anyio.to_thread.run_sync(self._commit_blocks, rest)
+            stored = await anyio.to_thread.run_sync(self._put_whole, rest)
+        else:
+            stored = await anyio.to_thread.run_sync(self._commit_blocks, rest)
+        self._committed = stored.filename
+        return stored
 
     async def abort(self) -> None:
         await self._pipeline.cancel()
         blob, self._blob = self._blob, None
         if blob is not None:
             await anyio.to_thread.run_sync(self._storage.discard_staged_blocks, blob)
+
+    async def revert(self) -> None:
+        key, self._committed = self._committed, None
+        if key is not None:
+            await self._storage.delete(key)
 
     # -- blocking calls, run in a worker thread ------------------------------------------
 

@@ -3,7 +3,9 @@
 A backend needs one ``Storage`` subclass (``open_writer``, ``delete``, ``open``) and
 one ``Writer``. The session feeds the writer each chunk as it arrives, then either
 commits it (the object becomes visible under its final name) or aborts it (nothing of
-it remains). Hashing, limits and naming happen before the writer sees a byte.
+it remains). Once every file of the request is committed and the handler has run, each
+writer is told to ``release`` (success) or ``revert`` (the request failed after all).
+Hashing, limits and naming happen before the writer sees a byte.
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ class Writer(ABC):
     @abstractmethod
     async def abort(self) -> None:
         """Remove everything written so far. Must not raise for an already-clean state."""
+
+    async def revert(self) -> None:
+        """After ``commit``, the request failed after all (a later file, the handler, a
+        cancellation): remove the committed object and put back what it replaced, so the
+        store is exactly as the request found it.
+
+        A writer without it has its object removed with ``Storage.delete`` instead.
+        """
+        raise NotImplementedError
+
+    async def release(self) -> None:
+        """After ``commit``, the request succeeded: drop whatever was kept to ``revert``."""
+        return  # most writers keep nothing
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class GCSWriter(Writer):
         self._upload: BlobWriter | None = None
         self._upload_blob: Blob | None = None
         self._stored_keys: list[str] = []  # objects this writer made, newest last
+        self._committed: str | None = None
 
     @property
     def _via_temp_key(self) -> bool:
@@ -109,7 +110,7 @@ class GCSWriter(Writer):
 
     async def commit(self) -> StoredFile:
         chunks, self._pending, self._pending_size = self._pending, [], 0
-        key = await anyio.to_thread.run_sync(self._finish, chunks)
+        key = self._committed = await anyio.to_thread.run_sync(self._finish, chunks)
         return StoredFile(
             filename=key,
             url=self._storage.url_of(key),
@@ -140,6 +141,11 @@ class GCSWriter(Writer):
     async def abort(self) -> None:
         self._pending, self._pending_size = [], 0
         await anyio.to_thread.run_sync(self._discard)
+
+    async def revert(self) -> None:
+        key, self._committed = self._committed, None
+        if key is not None:
+            await self._storage.delete(key)
 
     def _discard(self) -> None:
         upload, self._upload = self._upload, None

@@ -66,6 +66,7 @@ class LocalWriter(Writer):
         self._temp: Path | None = None
         self._pending: list[Chunk] = []
         self._pending_size = 0
+        self._committed: Path | None = None
 
     async def write(self, chunk: Chunk) -> None:
         self._pending.append(chunk)
@@ -87,6 +88,7 @@ class LocalWriter(Writer):
             path = self._finish(chunks)  # a few syscalls: cheaper here than a thread hop
         else:
             path = await anyio.to_thread.run_sync(self._finish, chunks)
+        self._committed = path
         return StoredFile(
             filename=path.name,
             path=path,
@@ -111,6 +113,11 @@ class LocalWriter(Writer):
         self._pending = []
         if self._temp is not None or self._fd is not None:
             await anyio.to_thread.run_sync(self._discard)
+
+    async def revert(self) -> None:
+        path, self._committed = self._committed, None
+        if path is not None:
+            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     def _discard(self) -> None:
         self._close()

@@ -20,6 +20,7 @@ class MemoryWriter(Writer):
         self._storage = storage
         self._target = target
         self._buffer: io.BytesIO | None = io.BytesIO()
+        self._key: str | None = None
 
     async def write(self, chunk: Chunk) -> None:
         assert self._buffer is not None
@@ -28,11 +29,16 @@ class MemoryWriter(Writer):
     async def commit(self) -> StoredFile:
         assert self._buffer is not None
         data, self._buffer = self._buffer.getvalue(), None
-        key = self._storage.claim_key(self._target, data)
+        key = self._key = self._storage.claim_key(self._target, data)
         return StoredFile(filename=key, url=join_url(self._storage.config.base_url, key), file=data)
 
     async def abort(self) -> None:
         self._buffer = None
+
+    async def revert(self) -> None:
+        key, self._key = self._key, None
+        if key is not None:
+            self._storage.files.pop(key, None)
 
 
 class MemoryStorage(Storage):

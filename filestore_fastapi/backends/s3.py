@@ -64,6 +64,7 @@ class S3Writer(Writer):
         self._parts: list[CompletedPartTypeDef] = []
         self._key: str | None = None
         self._upload_id: str | None = None
+        self._committed: str | None = None
         self._pipeline = PartPipeline(storage.config.part_size, self._send_part, "filestore-s3")
 
     async def write(self, chunk: Chunk) -> None:
@@ -75,6 +76,7 @@ class S3Writer(Writer):
             key = await anyio.to_thread.run_sync(self._put_whole, rest)
         else:
             key = await anyio.to_thread.run_sync(self._finish_multipart, rest)
+        self._committed = key
         return self._storage._stored_file(key)
 
     async def abort(self) -> None:
@@ -82,6 +84,11 @@ class S3Writer(Writer):
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None and self._key is not None:
             await anyio.to_thread.run_sync(self._abort_upload, self._key, upload_id)
+
+    async def revert(self) -> None:
+        key, self._committed = self._committed, None
+        if key is not None:
+            await self._storage.delete(key)
 
     # -- blocking calls, run in a worker thread ------------------------------------------
 
