@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from types import UnionType
 from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
 
@@ -16,6 +17,8 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 
 from .backends.base import Writer, WriteRequest
+from .backends.janitor import Janitor
+from .backends.threads import WorkerPool
 from .config import Config
 from .filedata import FileData
 from .session import UploadSession
@@ -42,6 +45,10 @@ class Storage(ABC):
         self.count = count
         self.required = required
         self.config = config if config is not None else Config()
+        self.workers = WorkerPool(self.config.max_threads, f"filestore-{self.storage_name}")
+        """This storage's own threads for its blocking calls (``max_threads`` of them)."""
+        self.janitor = Janitor(f"filestore-{self.storage_name}-janitor")
+        """Retries the clean-ups that failed, after their request ended."""
 
     async def __call__(self, request: Request) -> AsyncIterator[list[FileData]]:
         session = UploadSession.of(request, storages_on_route(request, self))
@@ -71,6 +78,16 @@ class Storage(ABC):
     @abstractmethod
     def open(self, key: str) -> AsyncIterator[bytes]:
         """Stream a stored file's bytes, e.g. into a ``StreamingResponse``."""
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Remove what uploads that never finished left under the destination (temp files,
+        unfinished multipart uploads, uncommitted blocks, hidden ``.upload-*`` objects)
+        and that is older than ``older_than``; returns how many were removed.
+
+        Run it from a scheduled job, with ``older_than`` well above ``idle_timeout``: a
+        live upload is never that old since its last byte.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no cleanup()")
 
 
 def _walk(dependant: Dependant) -> Iterator[Any]:

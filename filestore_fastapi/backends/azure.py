@@ -70,7 +70,7 @@ class AzureWriter(Writer):
         self._blob: BlobClient | None = None
         """The blob our blocks are staged on, once its name is claimed."""
         self._committed: str | None = None
-        self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, "filestore-azure")
+        self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, storage.workers)
 
     def _block_id(self, index: int) -> str:
         return f"{self._token}-{index:06d}"  # index 0 is the claim block, never committed

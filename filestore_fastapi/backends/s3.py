@@ -65,7 +65,7 @@ class S3Writer(Writer):
         self._key: str | None = None
         self._upload_id: str | None = None
         self._committed: str | None = None
-        self._pipeline = PartPipeline(storage.config.part_size, self._send_part, "filestore-s3")
+        self._pipeline = PartPipeline(storage.config.part_size, self._send_part, storage.workers)
 
     async def write(self, chunk: Chunk) -> None:
         await self._pipeline.write(chunk)

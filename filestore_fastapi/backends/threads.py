@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -53,3 +54,11 @@ async def wait(future: concurrent.futures.Future[T]) -> T:
         await anyio.to_thread.run_sync(concurrent.futures.wait, [future], abandon_on_cancel=True)
         return future.result()
     return await asyncio.wrap_future(future)
+
+
+async def wait_out(future: concurrent.futures.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever its outcome: its work must not land after
+    the caller's clean-up."""
+    if not future.done():
+        with contextlib.suppress(Exception):
+            await wait(future)
