@@ -46,8 +46,9 @@ class Config(BaseModel):
     max_fields: int = Field(default=1000, ge=0)
     max_field_size: int = Field(default=MiB, ge=0)
     max_parts: int = Field(default=1000, ge=0)
-    max_form_memory: int = Field(default=MiB, ge=0)
-    """Text fields held in memory per request, all fields together (names and values)."""
+    max_form_memory: int = Field(default=2 * MiB, ge=0)
+    """Text held in memory per request, all fields together (names, values, and
+    ``FIELD_OVERHEAD`` bytes a field for the objects that hold them)."""
     idle_timeout: float | None = Field(default=60.0, gt=0)
     """Seconds to wait for the next piece of the body before answering 408."""
 

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("filestore_fastapi")
 
 SESSION_KEY = "filestore_fastapi.session"
+FIELD_OVERHEAD = 256
+"""Bytes a text field costs beyond its name and value (the tuple, the strings, the list slot),
+counted against ``max_form_memory`` so that a thousand empty fields are not free."""
 DEFAULT_CONFIG = Config()  # immutable: shared defaults for a request with no storage of its own
 
 
@@ -140,6 +143,7 @@ class UploadSession:
         self._committed: list[tuple[Writer, Storage, FileData]] = []  # until released or reverted
         self._holders = 0  # storage dependencies that have not exited yet
         self._form_memory = 0
+        self._waiting_since: float | None = None  # since when the next body chunk is awaited
         self._open: _OpenFile | None = None
         self._complete: list[_OpenFile] = []  # written in full, committed once the body is valid
         self._text: _TextField | None = None
@@ -217,8 +221,15 @@ class UploadSession:
         try:
             try:
                 async with anyio.create_task_group() as self._background, aclosing(self._events()) as events:
-                    async for event in events:
-                        await self._handle(event)
+                    with anyio.CancelScope() as reading:
+                        watchdog = anyio.CancelScope()
+                        self._background.start_soon(self._watch_idle, reading, watchdog)
+                        async for event in events:
+                            await self._handle(event)
+                    watchdog.cancel()
+                    if reading.cancelled_caught:
+                        timeout = self.limits.idle_timeout
+                        raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")
             except BaseExceptionGroup as group:
                 raise _first_error(group) from None
             finally:
@@ -262,23 +273,41 @@ class UploadSession:
     async def _body(self, limit: int | None) -> AsyncGenerator[bytes, None]:
         received = 0
         chunks = self.request.stream().__aiter__()
-        timeout = self.limits.idle_timeout
         while True:
-            # uvicorn and most servers have no body timeout: a client that stops sending
-            # would keep its temp file and descriptor for as long as it keeps the socket.
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as waiting:
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-            if waiting.cancelled_caught:
-                raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")
+            self._waiting_since = anyio.current_time()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                self._waiting_since = None
             received += len(chunk)
             if limit is not None and received > limit:
                 raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
             if chunk:
                 yield chunk
         self._body_complete = True
+
+    async def _watch_idle(self, reading: anyio.CancelScope, watchdog: anyio.CancelScope) -> None:
+        """Cancel ``reading`` once the body has been waited for ``idle_timeout`` seconds.
+
+        uvicorn and most servers have no body timeout: a client that stops sending would
+        keep its temp file and descriptor for as long as it keeps the socket open. Only the
+        wait for the client counts (a slow store is not the client's fault), and one task
+        watches, rather than a timer per chunk that a client sending bytes one at a time
+        would multiply.
+        """
+        timeout = self.limits.idle_timeout
+        if timeout is None:
+            return
+        with watchdog:
+            while True:
+                since = self._waiting_since
+                waited = 0.0 if since is None else anyio.current_time() - since
+                if waited >= timeout:
+                    reading.cancel()
+                    return
+                await anyio.sleep(timeout - waited)
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, PartData):
@@ -298,7 +327,7 @@ class UploadSession:
                     part.name, f"{part.name}: more than max_fields={self.limits.max_fields} text fields"
                 )
             self._text = _TextField(part.name)
-            self._hold_text(part.name, len(part.name.encode()))
+            self._hold_text(part.name, FIELD_OVERHEAD + len(part.name.encode()))
             return
         storage = self.storages.get(part.name)
         if storage is None or part.filename == "":
