@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -20,7 +21,11 @@ from .errors import MalformedRequest, UnsupportedMediaType
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046 section 5.1.1
 MAX_PART_HEADERS = 16
 MAX_HEADER_LINE = 8 * 1024
+MAX_PREAMBLE = 64 * 1024
 _FORBIDDEN_IN_HEADER = re.compile(rb"[\r\n\x00]")
+# One ``; name=value`` parameter, the value a quoted string (with escapes) or a token.
+_PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+_EXTENDED_VALUE = re.compile(rb"^([A-Za-z0-9!#$%&+^_`{}~-]+)'[^']*'(.*)$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,29 @@ def decode_header_value(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+def extended_parameter(header: bytes, name: bytes) -> str | None:
+    """The RFC 5987/2231 ``name*=UTF-8''...`` parameter of a header, decoded; None if absent
+    or in a charset other than UTF-8 or latin-1.
+
+    RFC 7578 tells senders not to use it, but old requests and urllib3 versions send
+    non-ASCII file names only this way, and RFC 6266 says it wins over ``name=``.
+    """
+    for match in _PARAMETER.finditer(header):
+        if match.group(1).lower() != name + b"*":
+            continue
+        extended = _EXTENDED_VALUE.match(match.group(2).strip(b' \t"'))
+        if extended is None:
+            return None
+        charset = extended.group(1).decode("ascii").lower()
+        if charset not in ("utf-8", "iso-8859-1", "latin-1"):
+            return None
+        try:
+            return unquote_to_bytes(extended.group(2)).decode(charset)
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 def parse_boundary(content_type: str | None) -> bytes:
     """The boundary of a multipart/form-data Content-Type, or the matching HTTP error."""
     media_type, options = parse_options_header(content_type or "")
@@ -74,6 +102,8 @@ class MultipartReader:
     """Feed it body chunks; get back the events those chunks completed."""
 
     def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"--" + boundary
+        self._preamble: bytearray | None = bytearray()  # until the first delimiter is seen
         self._events: list[Event] = []
         self._headers: list[tuple[str, bytes]] = []
         self._field = bytearray()
@@ -99,12 +129,39 @@ class MultipartReader:
         """Parse ``chunk``; returns the events it produced, in order."""
         if self._ended:
             return []  # an epilogue after the closing boundary is ignored (RFC 2046)
+        if self._preamble is not None:
+            chunk = self._skip_preamble(chunk)
+            if not chunk:
+                return []
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
             raise MalformedRequest(None, f"malformed multipart body: {exc}") from None
         events, self._events = self._events, []
         return events
+
+    def _skip_preamble(self, chunk: bytes) -> bytes:
+        """What follows the preamble (RFC 2046 5.1.1: text before the first delimiter, to be
+        ignored), or ``b""`` while the first delimiter has not arrived yet."""
+        assert self._preamble is not None
+        if not self._preamble and chunk.startswith((self._delimiter, b"\r\n" + self._delimiter)):
+            self._preamble = None  # the usual case: no preamble, nothing copied
+            return chunk
+        self._preamble += chunk
+        seen = self._preamble
+        if seen.startswith(self._delimiter):
+            start = 0
+        elif len(seen) < len(self._delimiter) and self._delimiter.startswith(seen):
+            return b""
+        else:
+            found = seen.find(b"\r\n" + self._delimiter)
+            if found < 0:
+                if len(seen) > MAX_PREAMBLE:
+                    raise MalformedRequest(None, f"no multipart boundary in the first {MAX_PREAMBLE} bytes")
+                return b""
+            start = found + 2
+        self._preamble = None
+        return bytes(seen[start:])
 
     def close(self) -> None:
         """The body ended: it must have ended with the closing boundary."""
@@ -139,14 +196,16 @@ class MultipartReader:
         kind, options = parse_options_header(disposition[0])
         if kind != b"form-data" or b"name" not in options:
             raise MalformedRequest(None, "a multipart part is not form-data with a name")
-        filename = options.get(b"filename")
+        filename: str | None = extended_parameter(disposition[0], b"filename")
+        if filename is None and b"filename" in options:
+            filename = decode_header_value(options[b"filename"])
         content_types = [value for name, value in self._headers if name == "content-type"]
         if len(content_types) > 1:
             raise MalformedRequest(None, "a multipart part has more than one Content-Type header")
         self._events.append(
             PartStart(
                 name=decode_header_value(options[b"name"]),
-                filename=None if filename is None else decode_header_value(filename),
+                filename=filename,
                 content_type=decode_header_value(content_types[0]) if content_types else None,
                 headers=tuple((name, decode_header_value(value)) for name, value in self._headers),
             )

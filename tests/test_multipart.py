@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
 from starlette.datastructures import FormData, Headers, UploadFile
 
-from filestore_fastapi import MalformedRequest, UnsupportedMediaType
+from filestore_fastapi import FileData, MalformedRequest, MemoryStorage, UnsupportedMediaType
 from filestore_fastapi.multipart import (
     Event,
     MultipartReader,
@@ -290,3 +292,60 @@ async def test_form_events_replay_a_parsed_form() -> None:
     ]
     assert max(len(e.data) for e in events if isinstance(e, PartData)) <= 100
     assert await upload.read() == TRICKY, "left at the start for the route's own File() parameter"
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
+def test_a_preamble_before_the_first_boundary_is_ignored(chunk: int) -> None:
+    # RFC 2046 5.1.1: text before the first delimiter is to be ignored, like the epilogue.
+    body = b"This is the preamble.\r\nIt says --" + BOUNDARY[:5].encode() + b"\r\n" + encode(PARTS)
+    assert collect(feed_in_chunks(body, [chunk])) == EXPECTED
+
+
+def test_an_endless_preamble_is_400() -> None:
+    reader = MultipartReader(BOUNDARY.encode())
+    with pytest.raises(MalformedRequest) as caught:
+        for _ in range(100):
+            reader.feed(b"no boundary here " * 1000)
+    assert "no multipart boundary in the first" in caught.value.message
+
+
+def disposition_body(disposition: bytes) -> bytes:
+    head = b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: " + disposition + b"\r\n\r\n"
+    return head + b"x\r\n--" + BOUNDARY.encode() + b"--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("disposition", "expected"),
+    [
+        # urllib3 < 2 and old requests send non-ASCII names only this way.
+        (b"form-data; name=\"f\"; filename*=utf-8''na%C3%AFve%20r%C3%A9sum%C3%A9.pdf", "naïve résumé.pdf"),
+        # RFC 6266 4.3: when both are sent, filename* wins, in whichever order.
+        (b'form-data; name="f"; filename="naive.pdf"; filename*=UTF-8\'\'na%C3%AFve.pdf', "naïve.pdf"),
+        (b'form-data; name="f"; filename*=UTF-8\'en\'na%C3%AFve.pdf; filename="naive.pdf"', "naïve.pdf"),
+        (b"form-data; name=\"f\"; filename*=iso-8859-1''%FC.txt", "ü.txt"),
+        # An unknown charset or a broken value falls back to filename=.
+        (b'form-data; name="f"; filename="plain.txt"; filename*=koi8-r\'\'%C1.txt', "plain.txt"),
+        (b'form-data; name="f"; filename="plain.txt"; filename*=UTF-8\'\'%FF%FE.txt', "plain.txt"),
+        # Inside a quoted value it is text, not a parameter.
+        (b'form-data; name="f"; filename="a; filename*=UTF-8\'\'b.txt"', "a; filename*=UTF-8''b.txt"),
+    ],
+)
+def test_rfc5987_filename_is_decoded(disposition: bytes, expected: str) -> None:
+    [start] = [e for e in feed_in_chunks(disposition_body(disposition), [7]) if isinstance(e, PartStart)]
+    assert start.filename == expected
+
+
+def test_rfc5987_filename_reaches_original_filename() -> None:
+    storage = MemoryStorage("f")
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(files: list[FileData] = Depends(storage)) -> list[str]:  # noqa: B008
+        return [f.original_filename for f in files]
+
+    disposition = b'form-data; name="f"; filename="fallback.txt"; filename*=UTF-8\'\'%E2%82%AC%20rate.txt'
+    reply = TestClient(app).post(
+        "/upload", content=disposition_body(disposition), headers={"content-type": CONTENT_TYPE}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == ["€ rate.txt"]
