@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import venv
@@ -41,3 +42,12 @@ def test_wheel_installs_and_imports_without_cloud_sdks(tmp_path: Path) -> None:
     subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
     result = subprocess.run([python, "-c", CHECK], check=True, capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.strip() == "ok"
+
+
+def test_the_azure_extra_brings_what_account_url_mode_needs() -> None:
+    # AZURE_STORAGE_ACCOUNT_URL without a credential uses DefaultAzureCredential, so the
+    # documented ``pip install "filestore-fastapi[azure]"`` must bring azure-identity.
+    requires = importlib.metadata.requires("filestore-fastapi") or []
+    azure = [r for r in requires if r.replace("'", '"').endswith('extra == "azure"')]
+    assert any(r.startswith("azure-identity") for r in azure), azure
+    assert any(r.startswith("azure-storage-blob") for r in azure), azure
