@@ -15,6 +15,7 @@ from .dependency import FormModel, Storage, form_fields
 from .errors import (
     MalformedRequest,
     PayloadTooLarge,
+    RequestTimeout,
     StorageFailure,
     UnsupportedMediaType,
     UploadConflict,
@@ -24,6 +25,7 @@ from .errors import (
 from .filedata import FileData
 from .naming import sanitize_filename
 from .openapi import add_upload_bodies, install_openapi
+from .plain_starlette import exception_handlers, receive
 from .policy import UploadContext
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "MemoryStorage",
     "PayloadTooLarge",
     "PresignedRequest",
+    "RequestTimeout",
     "S3Storage",
     "Storage",
     "StorageFailure",
@@ -49,7 +52,9 @@ __all__ = [
     "WriteRequest",
     "Writer",
     "add_upload_bodies",
+    "exception_handlers",
     "form_fields",
     "install_openapi",
+    "receive",
     "sanitize_filename",
 ]

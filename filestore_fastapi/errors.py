@@ -6,9 +6,19 @@ They subclass Starlette's ``HTTPException`` so FastAPI answers them with its usu
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+
+class _Detail(list[dict[str, Any]]):
+    """FastAPI renders an exception's detail as JSON, Starlette's own handler as text. As
+    text, this list renders as FastAPI's JSON body, so in an app without our exception
+    handlers a refusal keeps its status and its body rather than becoming a 500."""
+
+    def encode(self, encoding: str = "utf-8") -> bytes:
+        return json.dumps({"detail": self}).encode(encoding)
 
 
 class UploadError(HTTPException):
@@ -19,7 +29,7 @@ class UploadError(HTTPException):
 
     def __init__(self, field: str | None, message: str) -> None:
         loc = ["body", field] if field else ["body"]
-        detail = [{"loc": loc, "msg": message, "type": self.error_type}]
+        detail = _Detail([{"loc": loc, "msg": message, "type": self.error_type}])
         super().__init__(status_code=self.status_code)
         self.detail: Any = detail  # FastAPI renders any JSON-able detail; Starlette types it as str
         self.field = field
