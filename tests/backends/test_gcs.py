@@ -320,7 +320,7 @@ async def test_concurrent_uploads_of_one_name_never_replace_each_other(
         assert hashlib.sha256(stored).hexdigest() == file["sha256"]
 
 
-async def test_overwrite_streams_straight_to_the_key_and_replaces_it(
+async def test_overwrite_keeps_a_pinned_backup_until_the_request_succeeds(
     emulator: FakeGcsServer, bucket: Any, wire: list[Sent]
 ) -> None:
     storage = make_storage(emulator, bucket, part_size=PART, overwrite=True)
@@ -328,12 +328,17 @@ async def test_overwrite_streams_straight_to_the_key_and_replaces_it(
     large = os.urandom(PART + 10)
 
     first = await upload_one(app, "doc.pdf", b"old")
+    generation = bucket.get_blob("uploads/doc.pdf").generation
+    del wire[:]
     second = await upload_one(app, "doc.pdf", large)
 
     assert first["filename"] == second["filename"] == "uploads/doc.pdf"
     assert bucket.blob("uploads/doc.pdf").download_as_bytes() == large
-    assert names_in(bucket) == ["uploads/doc.pdf"]
-    assert not [s for s in wire if "ifGenerationMatch" in s.query or "/rewriteTo/" in s.url]
+    assert names_in(bucket) == ["uploads/doc.pdf"], "the backup is gone once the request succeeded"
+    backup, onto_key = [s for s in wire if "/rewriteTo/" in s.url]
+    assert ".bak" in backup.url and backup.query["ifSourceGenerationMatch"] == [str(generation)]
+    assert backup.query["ifGenerationMatch"] == ["0"]
+    assert ".part/rewriteTo/" in onto_key.url and onto_key.query["ifGenerationMatch"] == [str(generation)]
 
 
 # -- configuration and the SDK ------------------------------------------------------------------
