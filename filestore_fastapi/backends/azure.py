@@ -4,11 +4,19 @@ A file streams as staged blocks of ``part_size``, each checked by the service ag
 MD5 and going up while the next one fills; the block list is committed when the part ends.
 A file no larger than one block goes up as a single Put Blob at commit. The SDK is imported
 on first use only, so ``import filestore_fastapi`` never loads it.
+
+Every blocking SDK call runs in the storage's own threads (``Storage.workers``), with the
+connect and read timeouts and the retries of its ``Config``; a clean-up that fails (the
+store is unreachable) is retried later by ``Storage.janitor``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
+import hashlib
+import logging
 import os
 import random
 import threading
@@ -19,8 +27,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
-
 from ..config import Config
 from ..dependency import Storage
 from ..errors import UploadConflict
@@ -29,11 +35,14 @@ from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
 from .parts import PartPipeline, join_releasing
+from .threads import wait, wait_out
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
 
 T = TypeVar("T")
+
+logger = logging.getLogger("filestore_fastapi")
 
 INSTALL_HINT = 'AzureStorage needs azure-storage-blob: pip install "filestore-fastapi[azure]"'
 IDENTITY_HINT = (
@@ -45,6 +54,23 @@ CLOCK_SKEW = timedelta(minutes=5)
 CLAIM_BLOCK = 0
 #: Seconds, at most, two uploads that claimed one name at once wait before the next name.
 STEP_ASIDE_PAUSE = 0.05
+#: The SDK's back-off before retry n is ``RETRY_BACKOFF + RETRY_BACKOFF_BASE ** n`` seconds,
+#: give or take ``RETRY_JITTER``: 1.5 s, 2.3 s, 3.4 s, 5.1 s, ... (its default: 18 s, 24 s, 42 s, ...).
+RETRY_BACKOFF = 0.0
+RETRY_BACKOFF_BASE = 1.5
+RETRY_JITTER = 0.25
+#: A blob an overwrite replaces is kept as ``<destination>/.upload-<hex>.bak`` until the request ends.
+BACKUP_PREFIX = ".upload-"
+BACKUP_SUFFIX = ".bak"
+#: How often a pending server-side copy is looked at, in seconds.
+COPY_POLL = 0.1
+#: How often an overwrite takes a new backup when the blob keeps changing under it.
+REPLACE_ATTEMPTS = 3
+
+
+def _is_backup(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(BACKUP_PREFIX) and base.endswith(BACKUP_SUFFIX)
 
 
 def _without_query(url: str) -> str:
@@ -60,6 +86,12 @@ class AzureWriter(Writer):
     Block ids are ``<upload token>-<index>``: deterministic within the upload and distinct
     from any other upload's, so a claim can tell whose staged blocks sit on a blob name.
     A commit lists the data blocks only, which discards the claim block.
+
+    With ``overwrite=True`` a commit that replaces a blob first copies it (server-side) to a
+    hidden backup ``<destination>/.upload-<token>.bak`` and then commits only if the blob is
+    still the version copied. ``revert`` copies the backup back (only if nobody replaced our
+    blob since) and ``release`` deletes it. Every clean-up that fails is retried by the
+    storage's janitor.
     """
 
     def __init__(self, storage: AzureStorage, target: WriteRequest) -> None:
@@ -68,8 +100,12 @@ class AzureWriter(Writer):
         self._token = uuid.uuid4().hex
         self._block_ids: list[str] = []
         self._blob: BlobClient | None = None
-        """The blob our blocks are staged on, once its name is claimed."""
-        self._committed: str | None = None
+        """The blob our blocks are staged on, once its name is claimed; None once committed."""
+        self._backup: BlobClient | None = None
+        """The copy of the blob the commit replaces (``overwrite=True``), until release or revert."""
+        self._committed: tuple[str, str] | None = None
+        """The committed blob's name and etag, set in the worker thread the moment it commits."""
+        self._commit_call: concurrent.futures.Future[StoredFile] | None = None
         self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, storage.workers)
 
     def _block_id(self, index: int) -> str:
@@ -80,25 +116,42 @@ class AzureWriter(Writer):
 
     async def commit(self) -> StoredFile:
         rest = await self._pipeline.finish()
-        if not self._block_ids:
-            stored = await anyio.to_thread.run_sync(self._put_whole, rest)
-        else:
-            stored = await anyio.to_thread.run_sync(self._commit_blocks, rest)
-        self._committed = stored.filename
-        return stored
+        finish = self._put_whole if not self._block_ids else self._commit_blocks
+        self._commit_call = self._storage.workers.submit(finish, rest)
+        return await wait(self._commit_call)
 
     async def abort(self) -> None:
         await self._pipeline.cancel()
-        blob, self._blob = self._blob, None
-        if blob is not None:
-            await anyio.to_thread.run_sync(self._storage.discard_staged_blocks, blob)
+        if self._commit_call is not None:
+            await wait_out(self._commit_call)  # cancelled while committing: it may land yet
+        if self._committed is not None:
+            await self.revert()  # it did land, though nobody was told
+            return
+        blob, backup = self._blob, self._backup
+        self._blob = self._backup = None
+        if blob is not None or backup is not None:
+            what = f"the upload of {self._target.filename!r} to {self._target.destination!r}"
+            await self._storage.clean_up(what, functools.partial(self._storage.discard, blob, backup))
 
     async def revert(self) -> None:
-        key, self._committed = self._committed, None
-        if key is not None:
-            await self._storage.delete(key)
+        committed, backup = self._committed, self._backup
+        self._committed = self._backup = None
+        if committed is not None:
+            key, etag = committed
+            await self._storage.clean_up(
+                f"the replaced version of {key!r}" if backup else f"{key!r}",
+                functools.partial(self._storage.restore, key, etag, backup),
+            )
 
-    # -- blocking calls, run in a worker thread ------------------------------------------
+    async def release(self) -> None:
+        backup, self._backup = self._backup, None
+        self._committed = None
+        if backup is not None:
+            await self._storage.clean_up(
+                f"the backup {backup.blob_name!r}", functools.partial(self._storage.discard, None, backup)
+            )
+
+    # -- blocking calls, run in the storage's worker threads ---------------------------------
 
     def _stage_part(self, pieces: list[Chunk], number: int) -> None:
         block_id = self._block_id(number)
@@ -139,32 +192,47 @@ class AzureWriter(Writer):
             self._stage_part(pieces, len(self._block_ids) + 1)
         blob = self._blob
         assert blob is not None
-        conditions: dict[str, Any] = {}
-        if not self._storage.config.overwrite:
-            conditions["match_condition"] = MatchConditions.IfMissing
-        try:
+
+        def commit(conditions: dict[str, Any]) -> str:
             response = blob.commit_block_list(
                 [BlobBlock(block_id) for block_id in self._block_ids],
                 content_settings=self._content_settings(),
                 validate_content=True,
                 **conditions,
             )
-        except ResourceExistsError:
-            if not self._committed_here(blob):
-                raise self._conflict("another upload of the same name finished first") from None
-            response = {"etag": blob.get_blob_properties().etag}
+            return str(response["etag"])
+
+        lost = "another upload of the same name finished first"
+        try:
+            if self._storage.config.overwrite:
+                etag = self._replace(blob, commit, self._committed_here, reason=lost)
+            else:
+                try:
+                    etag = commit({"match_condition": MatchConditions.IfMissing})
+                except ResourceExistsError:
+                    found = self._committed_here(blob)
+                    if found is None:
+                        raise self._conflict(lost) from None
+                    etag = found
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) != "InvalidBlockList":
                 raise
             # Another commit to this name discarded our staged blocks (overwrite=True, or a race).
-            raise self._conflict("another upload of the same name finished first") from None
+            raise self._conflict(lost) from None
         self._blob = None
-        return self._storage.stored_file(blob.blob_name, str(response["etag"]))
+        return self._stored(blob, etag)
 
-    def _committed_here(self, blob: BlobClient) -> bool:
-        """Whether the blob is made of our blocks: the SDK retried a commit whose reply was lost."""
-        committed, _ = blob.get_block_list("committed")
-        return [block.id for block in committed] == self._block_ids
+    def _committed_here(self, blob: BlobClient) -> str | None:
+        """The blob's etag if it is made of our blocks (the SDK retried a commit whose reply
+        was lost), else None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            committed, _ = blob.get_block_list("committed")
+            etag = blob.get_blob_properties().etag
+        except ResourceNotFoundError:
+            return None
+        return str(etag) if [block.id for block in committed] == self._block_ids else None
 
     def _put_whole(self, pieces: list[Chunk]) -> StoredFile:
         from azure.core.exceptions import ResourceExistsError
@@ -174,8 +242,14 @@ class AzureWriter(Writer):
         options: dict[str, Any] = {"content_settings": self._content_settings(), "validate_content": True}
         if storage.config.overwrite:
             blob = storage.blob(join_key(target.destination, target.filename))
-            response = blob.upload_blob(data, overwrite=True, **options)
-            return storage.stored_file(blob.blob_name, str(response["etag"]))
+
+            def put(conditions: dict[str, Any]) -> str:
+                return str(blob.upload_blob(data, overwrite=True, **options, **conditions)["etag"])
+
+            md5 = hashlib.md5(data).digest()
+            replacing = "other uploads of the same name kept replacing it"
+            etag = self._replace(blob, put, lambda blob: self._put_here(blob, md5), reason=replacing)
+            return self._stored(blob, etag)
         for key in unique_keys(target.filename, target.destination):
             blob = storage.blob(key)
             if storage.occupied(blob):
@@ -184,8 +258,80 @@ class AzureWriter(Writer):
                 response = blob.upload_blob(data, overwrite=False, **options)
             except ResourceExistsError:
                 continue
-            return storage.stored_file(key, str(response["etag"]))
+            return self._stored(blob, str(response["etag"]))
         raise self._conflict("no free name left")
+
+    def _put_here(self, blob: BlobClient, md5: bytes) -> str | None:
+        """The blob's etag if it holds our bytes and type (a Put Blob retried after its reply was
+        lost), else None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            properties = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        settings = properties.content_settings
+        ours = settings.content_md5 is not None and bytes(settings.content_md5) == md5
+        return str(properties.etag) if ours and settings.content_type == self._target.content_type else None
+
+    def _replace(
+        self,
+        blob: BlobClient,
+        commit: Callable[[dict[str, Any]], str],
+        ours: Callable[[BlobClient], str | None],
+        *,
+        reason: str,
+    ) -> str:
+        """``commit`` on ``blob``'s name (``overwrite=True``), keeping a backup of what it replaces.
+
+        The commit is conditional on the version backed up (or on there being none), so the
+        backup is exactly what it replaced. If the blob changed in between, ``ours`` tells
+        whether that was our own commit retried by the SDK; else the backup is taken again,
+        up to ``REPLACE_ATTEMPTS`` times, and then the request gets 409 (``reason``). (A commit
+        of another upload there discards our staged blocks: that is a 409 at once.)
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        storage = self._storage
+        for _ in range(REPLACE_ATTEMPTS):
+            try:
+                current = str(blob.get_blob_properties().etag)
+            except ResourceNotFoundError:
+                if self._backup is not None:  # from an earlier attempt: nothing to keep now
+                    storage.discard(None, self._backup)
+                    self._backup = None
+                conditions: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+            else:
+                backup = self._backup or storage.blob(join_key(self._target.destination, self._backup_name()))
+                self._backup = backup
+                try:
+                    storage.copy(
+                        blob,
+                        backup,
+                        source_etag=current,
+                        source_match_condition=MatchConditions.IfNotModified,
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # replaced or deleted since we looked
+                conditions = {"etag": current, "match_condition": MatchConditions.IfNotModified}
+            try:
+                etag = commit(conditions)
+            except (ResourceExistsError, ResourceModifiedError):
+                found = ours(blob)
+                if found is None:
+                    continue
+                etag = found
+            self._committed = (blob.blob_name, etag)
+            return etag
+        raise self._conflict(reason)
+
+    def _backup_name(self) -> str:
+        return f"{BACKUP_PREFIX}{self._token}{BACKUP_SUFFIX}"
+
+    def _stored(self, blob: BlobClient, etag: str) -> StoredFile:
+        self._committed = (blob.blob_name, etag)
+        return self._storage.stored_file(blob.blob_name, etag)
 
     def _content_settings(self) -> ContentSettings:
         from azure.storage.blob import ContentSettings
@@ -216,8 +362,15 @@ class AzureStorage(Storage):
     uploads of one name race too: the first commit discards the other's staged blocks, and the
     other gets 409.
 
+    With ``overwrite=True`` a request that fails after its commit leaves the blob it replaced
+    as it was: the commit first copies that blob (server-side) to a hidden
+    ``<destination>/.upload-<hex>.bak``, which is copied back if the request fails and deleted
+    once it succeeds.
+
     An aborted upload leaves nothing: Azure cannot drop staged blocks directly, so they are
-    committed as an empty blob (only where no blob exists) that is deleted at once.
+    committed as an empty blob (only where no blob exists) that is deleted at once. If the
+    store cannot be reached then, the janitor tries again later; ``cleanup()`` removes what
+    is left after that (a process killed mid-upload, say).
     """
 
     storage_name = "azure"
@@ -259,14 +412,40 @@ class AzureStorage(Storage):
         from azure.storage.blob import BlobServiceClient
 
         credential = self.config.AZURE_STORAGE_CREDENTIAL
+        options = self._client_options()
         if self._connection_string:
-            return BlobServiceClient.from_connection_string(self._connection_string, credential=credential)
+            return BlobServiceClient.from_connection_string(
+                self._connection_string, credential=credential, **options
+            )
         if credential is None:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
         assert self._account_url is not None
-        return BlobServiceClient(self._account_url, credential=credential)
+        return BlobServiceClient(self._account_url, credential=credential, **options)
+
+    def _client_options(self) -> dict[str, Any]:
+        """Timeouts and retries from the config: each call makes at most ``1 + max_retries``
+        attempts of ``connect_timeout`` + ``read_timeout`` each, with a short back-off between
+        them (the SDK's own default is 10 retries, 15 s apart and more)."""
+        from azure.storage.blob import ExponentialRetry
+
+        config = self.config
+        retries = config.max_retries
+        policy: dict[str, Any] = {
+            "initial_backoff": RETRY_BACKOFF,
+            "increment_base": RETRY_BACKOFF_BASE,
+            "random_jitter_range": RETRY_JITTER,
+            "retry_total": retries,
+            "retry_connect": retries,
+            "retry_read": retries,
+            "retry_status": retries,
+        }
+        return {
+            "connection_timeout": config.connect_timeout,
+            "read_timeout": config.read_timeout,
+            "retry_policy": ExponentialRetry(**policy),
+        }
 
     def container(self) -> ContainerClient:
         """The container's client, sharing the service client's connection pool."""
@@ -280,8 +459,17 @@ class AzureStorage(Storage):
         return self.container().get_blob_client(key)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Call a blocking function (usually of the SDK) in a worker thread."""
-        return await anyio.to_thread.run_sync(function, *args)
+        """Call a blocking function (usually of the SDK) in one of this storage's threads."""
+        return await self.workers.run(function, *args)
+
+    async def clean_up(self, description: str, action: Callable[[], None]) -> None:
+        """Run a blocking clean-up in this storage's threads; if it fails (the store is
+        unreachable, say), the janitor tries it again later, after the request."""
+        try:
+            await self.workers.run(action)
+        except Exception:
+            logger.warning("could not clean up %s; retrying later", description, exc_info=True)
+            self.janitor.retry(description, action)
 
     async def open_writer(self, target: WriteRequest) -> Writer:
         return AzureWriter(self, target)
@@ -327,8 +515,8 @@ class AzureStorage(Storage):
             return False  # our block is gone too: someone committed and deleted meanwhile
         return bool(uncommitted) and all(block.id.startswith(token) for block in uncommitted)
 
-    def discard_staged_blocks(self, blob: BlobClient) -> None:
-        """Drop the blocks staged on ``blob``'s name, if no blob exists there.
+    def discard_staged_blocks(self, blob: BlobClient) -> bool:
+        """Drop the blocks staged on ``blob``'s name, if no blob exists there; whether it did.
 
         Azure has no call for that; committing an empty block list discards them, and the
         empty blob it makes is deleted at once, only if nobody replaced it meanwhile. Where a
@@ -340,9 +528,114 @@ class AzureStorage(Storage):
         try:
             response = blob.commit_block_list([], match_condition=MatchConditions.IfMissing)
         except ResourceExistsError:
-            return
+            return False
         with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
             blob.delete_blob(etag=str(response["etag"]), match_condition=MatchConditions.IfNotModified)
+        return True
+
+    def discard(self, blob: BlobClient | None, backup: BlobClient | None) -> None:
+        """What an upload leaves when it ends: the blocks staged on ``blob``'s name (if no blob
+        is there) and the ``backup`` of a replaced blob. Safe to repeat."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if blob is not None:
+            self.discard_staged_blocks(blob)
+        if backup is not None:
+            with contextlib.suppress(ResourceNotFoundError):
+                backup.delete_blob()
+
+    def copy(self, source: BlobClient, destination: BlobClient, **conditions: Any) -> None:
+        """Copy ``source`` over ``destination`` server-side (bytes, content settings and
+        metadata) and wait until it is done. ``conditions`` are the SDK's: ``source_etag`` and
+        ``source_match_condition``, or ``etag`` and ``match_condition`` for the destination.
+
+        Within one account the copy usually completes at once; a pending one is polled for
+        ``read_timeout`` seconds at most, then aborted.
+        """
+        from azure.core.exceptions import HttpResponseError
+
+        started = destination.start_copy_from_url(source.url, **conditions)
+        status = started.get("copy_status")
+        deadline = time.monotonic() + self.config.read_timeout
+        while status == "pending":
+            if time.monotonic() > deadline:
+                with contextlib.suppress(HttpResponseError):
+                    destination.abort_copy(str(started["copy_id"]))
+                raise TimeoutError(f"copying to {destination.blob_name!r} did not finish in time")
+            time.sleep(COPY_POLL)
+            status = destination.get_blob_properties().copy.status
+        if status != "success":
+            raise RuntimeError(f"copying to {destination.blob_name!r} ended {status!r}")
+
+    def restore(self, key: str, etag: str, backup: BlobClient | None) -> None:
+        """Undo a commit that made version ``etag`` of ``key``: copy the ``backup`` of the blob it
+        replaced back, or, if it replaced nothing, delete it. Only while the blob is still
+        that version: another upload that replaced it since keeps its file. Safe to repeat
+        (the janitor may), since a restored blob is no longer version ``etag``."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self.blob(key)
+        ours: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        if backup is None:
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                blob.delete_blob(delete_snapshots="include", **ours)
+            return
+        try:
+            self.copy(backup, blob, **ours)
+        except ResourceNotFoundError:
+            return  # no backup any more: an earlier attempt restored it and deleted the backup
+        except ResourceModifiedError:
+            self._wait_for_copy_from(backup, blob)  # maybe it is an earlier attempt's copy
+        self.discard(None, backup)
+
+    def _wait_for_copy_from(self, source: BlobClient, blob: BlobClient) -> None:
+        """Raise while ``blob`` is still being copied from ``source``: deleting the source now
+        would break that copy (the janitor tries again later)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            copy = blob.get_blob_properties().copy
+            if copy.status == "pending" and _without_query(copy.source or "") == _without_query(source.url):
+                raise TimeoutError(f"{blob.blob_name!r} is still being restored")
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Remove what uploads left under the destination (the whole container when
+        ``destination`` is a hook) that is older than ``older_than``: the staged blocks of
+        names that hold no blob, and hidden ``.upload-*.bak`` backups of replaced blobs.
+        Returns how many names it cleaned. Two listings of the prefix, and one request per
+        leftover.
+
+        Run it from a scheduled job with ``older_than`` above your longest upload: a name
+        whose staged blocks are younger may belong to an upload still under way.
+        """
+        return await self.workers.run(self._cleanup, datetime.now(timezone.utc) - older_than)
+
+    def _cleanup(self, cutoff: datetime) -> int:
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        destination = self.config.destination
+        prefix = "" if callable(destination) else join_key(str(destination), "")
+        container = self.container()
+        # Both listings come in name order: walking them side by side tells the names that
+        # hold only staged blocks without a request per blob, or a set of every name.
+        committed = (item.name for item in container.list_blobs(name_starts_with=prefix or None))
+        next_committed = next(committed, None)
+        removed = 0
+        for item in container.list_blobs(name_starts_with=prefix or None, include=["uncommittedblobs"]):
+            name = item.name
+            while next_committed is not None and next_committed < name:
+                next_committed = next(committed, None)
+            if item.last_modified is None or item.last_modified >= cutoff:
+                continue
+            blob = container.get_blob_client(name)
+            if next_committed != name:
+                removed += self.discard_staged_blocks(blob)
+            elif _is_backup(name):
+                with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+                    blob.delete_blob(if_unmodified_since=cutoff)
+                    removed += 1
+        return removed
 
     # -- management side -------------------------------------------------------------------
 
