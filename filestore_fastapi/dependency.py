@@ -84,8 +84,8 @@ class Storage(ABC):
         unfinished multipart uploads, uncommitted blocks, hidden ``.upload-*`` objects)
         and that is older than ``older_than``; returns how many were removed.
 
-        Run it from a scheduled job, with ``older_than`` well above ``idle_timeout``: a
-        live upload is never that old since its last byte.
+        Run it from a scheduled job, with ``older_than`` above the longest an upload may
+        take: some stores date an unfinished upload from its start, not its last byte.
         """
         raise NotImplementedError(f"{type(self).__name__} has no cleanup()")
 
