@@ -47,7 +47,7 @@ logger = logging.getLogger("filestore_fastapi")
 INSTALL_HINT = 'AzureStorage needs azure-storage-blob: pip install "filestore-fastapi[azure]"'
 IDENTITY_HINT = (
     "AzureStorage with AZURE_STORAGE_ACCOUNT_URL and no AZURE_STORAGE_CREDENTIAL uses "
-    "DefaultAzureCredential: pip install azure-identity"
+    'DefaultAzureCredential, from azure-identity: pip install "filestore-fastapi[azure]"'
 )
 # A SAS that starts "now" fails on a service whose clock is slightly behind ours.
 CLOCK_SKEW = timedelta(minutes=5)

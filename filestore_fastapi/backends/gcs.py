@@ -659,17 +659,22 @@ class GCSStorage(Storage):
     async def presign_upload(
         self, key: str, *, expires_in: int = 3600, content_type: str | None = None
     ) -> PresignedRequest:
-        """A V4 signed PUT; the client must send the returned headers with it."""
-        url = await self.workers.run(self._sign, key, "PUT", expires_in, content_type)
+        """A V4 signed PUT; the client must send the returned headers with it. Without
+        ``overwrite`` they include ``x-goog-if-generation-match: 0`` (signed, so a client
+        cannot drop it): the PUT then cannot replace an existing object either."""
+        conditions = {} if self.config.overwrite else {"x-goog-if-generation-match": "0"}
+        url = await self.workers.run(self._sign, key, "PUT", expires_in, content_type, conditions)
         headers = {"Content-Type": content_type} if content_type else {}
-        return PresignedRequest(method="PUT", url=url, headers=headers)
+        return PresignedRequest(method="PUT", url=url, headers={**headers, **conditions})
 
     async def presign_download(self, key: str, *, expires_in: int = 3600) -> PresignedRequest:
         """A V4 signed GET."""
-        url = await self.workers.run(self._sign, key, "GET", expires_in, None)
+        url = await self.workers.run(self._sign, key, "GET", expires_in, None, {})
         return PresignedRequest(method="GET", url=url)
 
-    def _sign(self, key: str, method: str, expires_in: int, content_type: str | None) -> str:
+    def _sign(
+        self, key: str, method: str, expires_in: int, content_type: str | None, headers: dict[str, str]
+    ) -> str:
         blob = self.bucket().blob(key)
         try:
             url: str = blob.generate_signed_url(
@@ -677,6 +682,7 @@ class GCSStorage(Storage):
                 expiration=datetime.timedelta(seconds=expires_in),
                 method=method,
                 content_type=content_type,
+                headers=dict(headers) or None,  # the SDK adds Host to the dict it is given
                 api_access_endpoint=self.config.endpoint_url or PUBLIC_ENDPOINT,
             )
         except AttributeError:

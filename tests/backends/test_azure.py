@@ -512,7 +512,7 @@ def test_config_keys_win_over_environment_variables(
 
 def test_account_url_without_credential_needs_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.identity", None)
-    with pytest.raises(ImportError, match="pip install azure-identity"):
+    with pytest.raises(ImportError, match=r"azure-identity: pip install \"filestore-fastapi\[azure\]\""):
         AzureStorage(
             "file",
             config=Config(

@@ -456,7 +456,10 @@ async def test_presigned_urls_upload_and_download_through_the_emulator(
         downloaded = await client.request(get.method, get.url)
 
     assert (put.method, get.method) == ("PUT", "GET")
-    assert put.headers == {"Content-Type": "image/jpeg"}
+    # Without overwrite the PUT cannot replace an object: the precondition is sent and signed.
+    assert put.headers == {"Content-Type": "image/jpeg", "x-goog-if-generation-match": "0"}
+    signed = parse_qs(urlsplit(put.url).query)["X-Goog-SignedHeaders"][0].split(";")
+    assert "x-goog-if-generation-match" in signed
     for url in (put.url, get.url):
         assert url.startswith(f"{emulator.endpoint_url}/{bucket.name}/{quote(key)}?")
         assert parse_qs(urlsplit(url).query)["X-Goog-Expires"] == ["600"]
@@ -467,6 +470,16 @@ async def test_presigned_urls_upload_and_download_through_the_emulator(
     assert stored.download_as_bytes() == data
     expires = datetime.timedelta(seconds=int(parse_qs(urlsplit(get.url).query)["X-Goog-Expires"][0]))
     assert expires == datetime.timedelta(minutes=10)
+
+
+async def test_presigned_upload_with_overwrite_sends_no_precondition(
+    emulator: FakeGcsServer, bucket: Any
+) -> None:
+    credentials: Any = service_account.Credentials.from_service_account_info(service_account_info())  # type: ignore[no-untyped-call]
+    storage = make_storage(emulator, bucket, GCP_CREDENTIALS=credentials, overwrite=True)
+    put = await storage.presign_upload("direct/a.txt", content_type="text/plain")
+    assert put.headers == {"Content-Type": "text/plain"}
+    assert "x-goog-if-generation-match" not in put.url
 
 
 async def test_presigning_without_a_key_to_sign_with_is_a_clear_error(
