@@ -91,6 +91,18 @@ class Config(BaseModel):
             raise TypeError(f"Config got an unknown key {key!r}{hint}")
         super().__init__(**keys)
 
+    def check_applies_to(self, backend: str, storage_class: str) -> None:
+        """Raise if a key set here belongs to other backends only: ``AWS_BUCKET_NAME`` on a
+        LocalStorage is a mistake (a copied config, a wrong class), not a setting to ignore."""
+        own = BACKEND_KEYS.get(backend)
+        if own is None:
+            return  # a backend of the application's own: it knows its keys
+        for key in sorted(self.model_fields_set & _ALL_BACKEND_KEYS - own):
+            owners = sorted(name for name, keys in BACKEND_KEYS.items() if key in keys)
+            raise TypeError(
+                f"{storage_class} does not use the config key {key!r} (a key of {', '.join(owners)})"
+            )
+
     def setting(self, key: str) -> str | None:
         """A cloud key's value, else the environment variable of the same name."""
         value = getattr(self, key)
@@ -131,3 +143,21 @@ class Config(BaseModel):
 
             require_sniffer()
         return self
+
+
+_CLOUD_CALLS = frozenset({"max_threads", "connect_timeout", "read_timeout", "max_retries", "part_size"})
+BACKEND_KEYS: dict[str, frozenset[str]] = {
+    "local": frozenset(),
+    "memory": frozenset(),
+    "s3": _CLOUD_CALLS | {"AWS_BUCKET_NAME", "AWS_DEFAULT_REGION", "endpoint_url", "extra_args"},
+    "gcs": _CLOUD_CALLS | {"GCP_BUCKET_NAME", "GCP_PROJECT", "GCP_CREDENTIALS", "endpoint_url"},
+    "azure": _CLOUD_CALLS
+    | {
+        "AZURE_STORAGE_CONTAINER",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "AZURE_STORAGE_CREDENTIAL",
+    },
+}
+"""The keys only some backends use, by ``Storage.storage_name``; every other key applies to all."""
+_ALL_BACKEND_KEYS = frozenset().union(*BACKEND_KEYS.values())

@@ -44,7 +44,10 @@ class Storage(ABC):
         self.name = name
         self.count = count
         self.required = required
+        if config is not None and not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, not {type(config).__name__}: Config(**keys)")
         self.config = config if config is not None else Config()
+        self.config.check_applies_to(getattr(self, "storage_name", ""), type(self).__name__)
         self.workers = WorkerPool(self.config.max_threads, f"filestore-{self.storage_name}")
         """This storage's own threads for its blocking calls (``max_threads`` of them)."""
         self.janitor = Janitor(f"filestore-{self.storage_name}-janitor")

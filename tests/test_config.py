@@ -8,7 +8,15 @@ from typing import Any
 import pydantic
 import pytest
 
-from filestore_fastapi import Config, UploadContext
+from filestore_fastapi import (
+    AzureStorage,
+    Config,
+    GCSStorage,
+    LocalStorage,
+    MemoryStorage,
+    S3Storage,
+    UploadContext,
+)
 
 MiB = 1024 * 1024
 
@@ -125,3 +133,49 @@ def test_a_cloud_key_falls_back_to_its_environment_variable(monkeypatch: pytest.
     monkeypatch.delenv("AWS_BUCKET_NAME")
     with pytest.raises(ValueError, match="S3Storage needs a bucket: set the AWS_BUCKET_NAME config key"):
         Config().required_setting("AWS_BUCKET_NAME", "S3Storage needs a bucket")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (
+            lambda: LocalStorage("f", config=Config(AWS_BUCKET_NAME="b")),
+            "LocalStorage does not use the config key 'AWS_BUCKET_NAME' (a key of s3)",
+        ),
+        (
+            lambda: MemoryStorage("f", config=Config(part_size=6 * 2**20)),
+            "MemoryStorage does not use the config key 'part_size'",
+        ),
+        (
+            lambda: GCSStorage("f", config=Config(GCP_BUCKET_NAME="b", extra_args={"ACL": "private"})),
+            "GCSStorage does not use the config key 'extra_args' (a key of s3)",
+        ),
+        (
+            lambda: AzureStorage(
+                "f", config=Config(AZURE_STORAGE_CONTAINER="c", endpoint_url="http://127.0.0.1:9")
+            ),
+            "AzureStorage does not use the config key 'endpoint_url' (a key of gcs, s3)",
+        ),
+        (
+            lambda: S3Storage("f", config=Config(AWS_BUCKET_NAME="b", GCP_PROJECT="p")),
+            "S3Storage does not use the config key 'GCP_PROJECT' (a key of gcs)",
+        ),
+    ],
+)
+def test_a_key_of_another_backend_fails_at_construction(make: Any, words: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        make()
+    assert words in str(caught.value)
+
+
+def test_a_plain_dict_is_not_a_config() -> None:
+    with pytest.raises(TypeError, match="config must be a Config, not dict"):
+        LocalStorage("f", config={"destination": "uploads"})  # type: ignore[arg-type]
+
+
+def test_the_keys_of_the_seed_still_apply_to_their_backends() -> None:
+    S3Storage("f", config=Config(AWS_BUCKET_NAME="b", AWS_DEFAULT_REGION="eu-west-1", part_size=5 * 2**20))
+    GCSStorage("f", config=Config(GCP_BUCKET_NAME="b", GCP_PROJECT="p", endpoint_url="http://127.0.0.1:9"))
+    LocalStorage(
+        "f", config=Config(destination="uploads", base_url="/media", max_file_size=10, overwrite=True)
+    )
