@@ -31,13 +31,17 @@ def install_openapi(app: FastAPI) -> None:
 
     Routes added later (``include_router`` included) are covered too, since the schema
     is built on the first request for it. A ``requestBody`` the route declares itself
-    (``openapi_extra``) is kept as written.
+    (``openapi_extra``) is kept as written. Two storages declaring one field on a route
+    raise ``ValueError`` here (or, for routes added later, when the schema is built)
+    rather than failing every request to that route.
     """
+    check_upload_routes(app.routes)
     generate = app.openapi
     app.openapi_schema = None
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            check_upload_routes(app.routes)
             add_upload_bodies(generate(), app.routes)
         return app.openapi_schema or {}
 
@@ -63,6 +67,22 @@ def add_upload_bodies(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> di
             if operation is not None:
                 _merge_operation(operation, operation_rendered, components, rendered["components"]["schemas"])
     return schema
+
+
+def check_upload_routes(routes: Iterable[BaseRoute]) -> None:
+    """Raise ``ValueError`` naming the field and the route if two storages of one route
+    declare the same field: only one of them could ever receive its files."""
+    for route in _api_routes(routes):
+        storages, _ = _declared_fields(route.dependant)
+        seen: dict[str, Storage] = {}
+        for storage in storages:
+            other = seen.setdefault(storage.name, storage)
+            if other is not storage:
+                methods = ",".join(sorted(route.methods or ()))
+                raise ValueError(
+                    f"route {methods} {route.path_format}: {other!r} and {storage!r} both declare "
+                    f"the field {storage.name!r}"
+                )
 
 
 def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[Any]:

@@ -295,3 +295,46 @@ def test_field_names_that_are_not_python_identifiers(name: str) -> None:
         return len(files)
 
     assert list(body_of(app.openapi(), "/upload")["properties"]) == [name]
+
+
+def test_two_storages_declaring_one_field_fail_at_install_naming_field_and_route() -> None:
+    first, second = MemoryStorage("doc"), MemoryStorage("doc", required=False)
+    app = FastAPI()
+
+    @app.post("/docs/upload")
+    async def upload(
+        a: list[FileData] = Depends(first),  # noqa: B008
+        b: list[FileData] = Depends(second),  # noqa: B008
+    ) -> int:
+        return len(a) + len(b)
+
+    with pytest.raises(ValueError, match=r"route POST /docs/upload: .* both declare the field 'doc'"):
+        install_openapi(app)
+
+
+def test_a_route_added_after_install_is_checked_when_the_schema_is_built() -> None:
+    app = FastAPI()
+    install_openapi(app)
+    first, second = MemoryStorage("doc"), MemoryStorage("doc")
+
+    @app.post("/late")
+    async def late(
+        a: list[FileData] = Depends(first),  # noqa: B008
+        b: list[FileData] = Depends(second),  # noqa: B008
+    ) -> int:
+        return 0
+
+    with pytest.raises(ValueError, match="both declare the field 'doc'"):
+        app.openapi()
+
+
+def test_one_storage_used_twice_on_a_route_is_fine() -> None:
+    storage = MemoryStorage("doc")
+    app = FastAPI()
+
+    @app.post("/twice", dependencies=[Depends(storage)])
+    async def twice(a: list[FileData] = Depends(storage)) -> int:  # noqa: B008
+        return len(a)
+
+    install_openapi(app)
+    assert "/twice" in app.openapi()["paths"]
