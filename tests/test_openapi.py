@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, File, Form, UploadFile
 from pydantic import BaseModel, Field
@@ -25,6 +24,7 @@ from filestore_fastapi import (
     add_upload_bodies,
     install_openapi,
 )
+from tests.httpclient import httpx
 
 Files = list[FileData]
 

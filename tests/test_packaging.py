@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
 import venv
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +53,12 @@ def test_the_azure_extra_brings_what_account_url_mode_needs() -> None:
     azure = [r for r in requires if r.replace("'", '"').endswith('extra == "azure"')]
     assert any(r.startswith("azure-identity") for r in azure), azure
     assert any(r.startswith("azure-storage-blob") for r in azure), azure
+
+
+def test_the_dev_extra_gives_starlettes_test_client_what_it_asks_for() -> None:
+    # Starlette >= 1.2 deprecates httpx in its TestClient in favour of httpx2.
+    import starlette.testclient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.reload(starlette.testclient)

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
@@ -22,6 +21,7 @@ from starlette.testclient import TestClient
 
 from filestore_fastapi import Config, FileData, LocalStorage, exception_handlers, receive
 from tests.e2e.server import run_uvicorn
+from tests.httpclient import httpx
 
 
 def storages(root: Path) -> tuple[LocalStorage, LocalStorage]:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob import (
@@ -41,6 +40,7 @@ from filestore_fastapi.backends.azure import AzureStorage
 from tests.asgi import post_scope
 from tests.contract.harness_azure import everything_in
 from tests.emulators import Azurite
+from tests.httpclient import httpx
 
 KiB = 1024
 MiB = 1024 * KiB

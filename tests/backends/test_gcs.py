@@ -29,7 +29,6 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import google_crc32c
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -42,6 +41,7 @@ from google.oauth2 import service_account
 from filestore_fastapi import Config, FileData
 from filestore_fastapi.backends.gcs import GCSStorage
 from tests.emulators import FakeGcsServer
+from tests.httpclient import httpx
 
 KiB = 1024
 MiB = 1024 * KiB

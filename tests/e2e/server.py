@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.httpclient import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from tests.contract.harness_azure import everything_in
 from tests.e2e.server import Server, measure_upload, post_file, run_uvicorn, write_file_of
 from tests.emulators import Azurite
+from tests.httpclient import httpx
 
 MiB = 1024 * 1024
 LARGE = 512 * MiB

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from google.cloud import storage as gcs
 
 from tests.e2e.server import Server, measure_upload, multipart_stream, post_file, run_uvicorn, write_file_of
 from tests.emulators import FakeGcsServer
+from tests.httpclient import httpx
 
 MiB = 1024 * 1024
 LARGE = 512 * MiB

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 from tests.contract.harness_s3 import moto_client
 from tests.e2e.server import Server, measure_upload, post_file, run_uvicorn, write_file_of
 from tests.emulators import MotoServer
+from tests.httpclient import httpx
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

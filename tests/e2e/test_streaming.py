@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from tests.e2e.server import Server, Upload, measure_upload, multipart_stream, post_file, run_uvicorn
+from tests.httpclient import httpx
 
 MiB = 1024 * 1024
 LARGE = 256 * MiB

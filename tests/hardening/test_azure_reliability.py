@@ -26,7 +26,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import anyio
-import httpx
 import pytest
 import uvicorn
 from azure.core.exceptions import ResourceNotFoundError
@@ -39,6 +38,7 @@ from filestore_fastapi.backends.azure import AzureStorage
 from tests.contract.harness_azure import Harness, everything_in
 from tests.e2e.server import free_port
 from tests.emulators import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME
+from tests.httpclient import httpx
 
 from .proxy import FaultyProxy
 from .support import BOUNDARY, content_type, file_part, form, text_part, wait_until

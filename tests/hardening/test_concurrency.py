@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from filestore_fastapi import FileData, Storage
 from tests.contract.conftest import ContractHarness
 from tests.e2e.server import run_uvicorn
+from tests.httpclient import httpx
 
 from .support import content_type, file_part, form
 

@@ -18,12 +18,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from filestore_fastapi import Storage
 from tests.contract.conftest import ContractHarness
 from tests.e2e.server import Server, run_uvicorn
+from tests.httpclient import httpx
 
 from .support import BOUNDARY, content_type, file_part, form, request_head, wait_until
 

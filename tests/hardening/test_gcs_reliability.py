@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import anyio
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from google.auth.credentials import AnonymousCredentials
@@ -42,6 +41,7 @@ from pydantic import BaseModel
 from filestore_fastapi import Config, FileData, FormModel
 from filestore_fastapi.backends.gcs import GCSStorage
 from tests.contract.harness_gcs import Harness
+from tests.httpclient import httpx
 
 from .proxy import FaultyProxy
 from .support import content_type, file_part, form, text_part, wait_until

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.server import Server, run_uvicorn
+from tests.httpclient import httpx
 
 from .support import BOUNDARY, Reply, content_type, file_part, form, raw_exchange, request_head, text_part
 

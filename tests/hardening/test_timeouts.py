@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -25,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from filestore_fastapi import Config, FileData, LocalStorage
 from tests.e2e.server import run_uvicorn
+from tests.httpclient import httpx
 
 from .support import BOUNDARY, content_type, file_part, form, raw_exchange, request_head, wait_until
 
