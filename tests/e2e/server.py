@@ -37,10 +37,12 @@ def _proc_field(pid: int, name: str, key: str) -> int:
 class Server:
     url: str
     process: subprocess.Popen[bytes]
+    worker: int | None = None
+    """The process serving requests when it is not ``process`` itself (granian's worker)."""
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.worker or self.process.pid
 
     def rss(self) -> int:
         """Resident set size now, in bytes."""
@@ -63,14 +65,37 @@ class Server:
         return _proc_field(self.pid, "io", "rchar")
 
 
+SERVERS = ("uvicorn", "hypercorn", "granian")
+
+
+def server_command(server: str, app: str, port: int, workers: int) -> list[str]:
+    """The command line that serves ``app`` on 127.0.0.1:``port`` with this ASGI server."""
+    if server == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        return [*command, "--http", "httptools", "--log-level", "warning", "--workers", str(workers)]
+    if server == "hypercorn":
+        command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
+        # --workers 0 serves in this process, as uvicorn does with one worker.
+        return [*command, "--log-level", "warning", "--workers", str(0 if workers == 1 else workers)]
+    if server == "granian":
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+        return [*command, "--port", str(port), "--workers", str(workers), "--log-level", "warning", app]
+    raise ValueError(f"unknown ASGI server {server!r}")
+
+
 @contextmanager
 def run_uvicorn(
-    app: str, env: Mapping[str, str] | None = None, *, workers: int = 1, timeout: float = 30.0
+    app: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    workers: int = 1,
+    timeout: float = 30.0,
+    server: str = "uvicorn",
 ) -> Iterator[Server]:
-    """Start ``uvicorn app`` (``module:attribute``) on 127.0.0.1 and stop it afterwards."""
+    """Start ``app`` (``module:attribute``) under ``server`` (uvicorn by default) on
+    127.0.0.1 and stop it afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--http", "httptools", "--log-level", "warning", "--workers", str(workers)]
+    command = server_command(server, app, port, workers)
     process_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     process = subprocess.Popen(command, env=process_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -78,15 +103,17 @@ def run_uvicorn(
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving {app}")
+                raise RuntimeError(f"{server} exited with {process.returncode} before serving {app}")
             try:
                 httpx.get(url + "/", timeout=1.0)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not answer on {url} within {timeout}s") from None
+                    raise RuntimeError(f"{server} did not answer on {url} within {timeout}s") from None
                 time.sleep(0.1)
-        yield Server(url=url, process=process)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        worker = int(children[0]) if server == "granian" and workers == 1 and children else None
+        yield Server(url=url, process=process, worker=worker)
     finally:
         process.terminate()
         try:
