@@ -3,18 +3,27 @@
 A file streams as a multipart upload, one ``part_size`` part at a time, each part going up
 while the next one fills; a file smaller than one part goes up as a single ``PutObject`` at
 commit. boto3 is imported when an ``S3Storage`` is created, never by ``import filestore_fastapi``.
+
+Every blocking call runs in the storage's own ``workers``, never in the thread pool the
+app shares, and the client waits at most ``connect_timeout`` and ``read_timeout`` per
+attempt, ``1 + max_retries`` attempts: a store that stops answering fails its requests in
+bounded time and freezes nothing else. A clean-up that fails (the store is unreachable) is
+handed to the storage's ``janitor``, which retries it once the request has ended.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import logging
+import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import anyio
 
 from ..config import Config
 from ..dependency import Storage
@@ -30,7 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
-T = TypeVar("T")
+logger = logging.getLogger("filestore_fastapi")
 
 INSTALL_HINT = 'S3Storage needs boto3: pip install "filestore-fastapi[s3]"'
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -39,6 +48,28 @@ NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 DENIED = frozenset({"403", "AccessDenied"})
 # 412 when the key exists; 409 when another conditional write to it is in progress.
 TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+MiB = 1024 * 1024
+COPY_LIMIT = 5 * 1024 * MiB
+"""The largest object one CopyObject copies; a larger one takes a multipart copy."""
+COPY_PART = 512 * MiB  # a multipart copy's parts are copied by S3 itself: large ones, few requests
+BACKUP_PREFIX, BACKUP_SUFFIX = ".upload-", ".bak"
+"""A replaced object's hidden copy is ``<destination>/.upload-<random>.bak`` while its request
+runs; no stored name starts with a dot, so it never collides with an upload."""
+UNREADABLE = "unreadable"
+"""What ``S3Storage._etag`` says of an object it may not HEAD (no ``s3:GetObject``)."""
+
+
+@dataclass(frozen=True)
+class _Backup:
+    """The object an ``overwrite`` replaced, kept under ``key`` until its request has ended."""
+
+    key: str
+    etag: str
+    """The replaced object's ETag (as HEAD gave it): the version the backup copied."""
+    size: int
+    restore_args: dict[str, Any] = field(default_factory=dict)
+    """What a plain copy would not carry over: its storage class and encryption."""
 
 
 def _error_code(exc: Exception) -> str | None:
@@ -50,13 +81,26 @@ def _error_code(exc: Exception) -> str | None:
     return None
 
 
+def _plain(etag: str | None) -> str | None:
+    """An ETag without its quotes: stores differ in whether an answer quotes it."""
+    return etag.strip('"') if etag is not None else None
+
+
+def _is_backup(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(BACKUP_PREFIX) and name.endswith(BACKUP_SUFFIX)
+
+
 def _sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 class S3Writer(Writer):
     """Streams one file as a multipart upload, a part of exactly ``part_size`` at a time
-    (see ``PartPipeline``); a file of at most one part is a single ``PutObject``."""
+    (see ``PartPipeline``); a file of at most one part is a single ``PutObject``.
+
+    With ``overwrite``, the object a commit is about to replace is first copied (by S3) to
+    a hidden backup key: ``revert`` copies it back, ``release`` deletes the copy."""
 
     def __init__(self, storage: S3Storage, target: WriteRequest) -> None:
         self._storage = storage
@@ -65,6 +109,9 @@ class S3Writer(Writer):
         self._key: str | None = None
         self._upload_id: str | None = None
         self._committed: str | None = None
+        self._etag: str | None = None  # of the object the commit wrote
+        self._replacing: str | None = None  # the key whose object ``_backup`` holds
+        self._backup: _Backup | None = None
         self._pipeline = PartPipeline(storage.config.part_size, self._send_part, storage.workers)
 
     async def write(self, chunk: Chunk) -> None:
@@ -72,25 +119,44 @@ class S3Writer(Writer):
 
     async def commit(self) -> StoredFile:
         rest = await self._pipeline.finish()
-        if self._pipeline.parts_sent == 0:
-            key = await anyio.to_thread.run_sync(self._put_whole, rest)
-        else:
-            key = await anyio.to_thread.run_sync(self._finish_multipart, rest)
+        finish = self._put_whole if self._pipeline.parts_sent == 0 else self._finish_multipart
+        key = await self._storage.workers.run(finish, rest)
         self._committed = key
         return self._storage._stored_file(key)
 
     async def abort(self) -> None:
         await self._pipeline.cancel()
+        storage = self._storage
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None and self._key is not None:
-            await anyio.to_thread.run_sync(self._abort_upload, self._key, upload_id)
+            await storage.workers.run(storage._abort_or_retry, self._key, upload_id)
+        backup, self._backup = self._backup, None
+        if backup is not None and self._replacing is not None:
+            # The commit failed after the backup: its write may have landed all the same.
+            await self._put_back(self._replacing, None, backup)
 
     async def revert(self) -> None:
         key, self._committed = self._committed, None
+        backup, self._backup = self._backup, None
         if key is not None:
-            await self._storage.delete(key)
+            await self._put_back(key, self._etag, backup)
 
-    # -- blocking calls, run in a worker thread ------------------------------------------
+    async def release(self) -> None:
+        self._committed = None
+        backup, self._backup = self._backup, None
+        if backup is not None:
+            await self._storage.workers.run(self._storage._delete_or_retry, backup.key, "backup")
+
+    async def _put_back(self, key: str, ours: str | None, backup: _Backup | None) -> None:
+        storage = self._storage
+        try:
+            await storage.workers.run(storage._put_back, key, ours, backup)
+        except Exception:
+            logger.warning("could not put %s back as the failed upload found it; retrying later", key)
+            what = f"s3 object {key!r} (putting back what a failed upload replaced)"
+            storage.janitor.retry(what, functools.partial(storage._put_back, key, ours, backup))
+
+    # -- blocking calls, run in the storage's worker threads --------------------------------
 
     @property
     def _client(self) -> S3Client:
@@ -116,13 +182,21 @@ class S3Writer(Writer):
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
 
+    def _keep_previous(self, key: str) -> None:
+        """``overwrite``: copy the object the commit is about to replace, if there is one."""
+        self._replacing = key
+        self._backup = self._storage._back_up(key, self._target.destination)
+
     def _finish_multipart(self, pieces: list[Chunk]) -> str:
         if pieces:
             self._send_part(pieces, self._pipeline.parts_sent + 1)
         assert self._key is not None and self._upload_id is not None
-        conditions: dict[str, Any] = {} if self._storage.config.overwrite else {"IfNoneMatch": "*"}
+        overwrite = self._storage.config.overwrite
+        if overwrite:
+            self._keep_previous(self._key)
+        conditions: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
         try:
-            self._client.complete_multipart_upload(
+            response = self._client.complete_multipart_upload(
                 Bucket=self._storage.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
@@ -135,6 +209,7 @@ class S3Writer(Writer):
                 raise self._conflict("another upload of the same name finished first") from None
             raise
         self._upload_id = None
+        self._etag = _plain(response.get("ETag"))
         return self._key
 
     def _put_whole(self, pieces: list[Chunk]) -> str:
@@ -149,17 +224,19 @@ class S3Writer(Writer):
         }
         if storage.config.overwrite:
             key = join_key(target.destination, target.filename)
-            self._client.put_object(Key=key, **put_args)
+            self._keep_previous(key)
+            self._etag = _plain(self._client.put_object(Key=key, **put_args).get("ETag"))
             return key
         for key in unique_keys(target.filename, target.destination):
             if storage._uploads_in_progress(key):
                 continue  # a larger file of this name is on its way there
             try:
-                self._client.put_object(Key=key, IfNoneMatch="*", **put_args)
+                response = self._client.put_object(Key=key, IfNoneMatch="*", **put_args)
             except Exception as exc:
                 if _error_code(exc) in TAKEN:
                     continue
                 raise
+            self._etag = _plain(response.get("ETag"))
             return key
         raise self._conflict("no free name left")
 
@@ -183,9 +260,9 @@ class S3Writer(Writer):
                 if not storage._uploads_in_progress(key, besides=upload_id) and not storage._exists(key):
                     return key, upload_id
             except BaseException:
-                self._abort_upload(key, upload_id)
+                storage._abort_or_retry(key, upload_id)
                 raise
-            self._abort_upload(key, upload_id)
+            storage._abort_or_retry(key, upload_id)
         raise self._conflict("no free name left")
 
     def _create_upload(self, key: str) -> str:
@@ -193,13 +270,6 @@ class S3Writer(Writer):
             Bucket=self._storage.bucket, Key=key, ChecksumAlgorithm="SHA256", **self._upload_args()
         )
         return response["UploadId"]
-
-    def _abort_upload(self, key: str, upload_id: str) -> None:
-        try:
-            self._client.abort_multipart_upload(Bucket=self._storage.bucket, Key=key, UploadId=upload_id)
-        except Exception as exc:
-            if _error_code(exc) != "NoSuchUpload":
-                raise
 
     def _conflict(self, reason: str) -> UploadConflict:
         field = self._target.field_name
@@ -251,22 +321,24 @@ class S3Storage(Storage):
         import boto3
         from botocore.config import Config as BotoConfig
 
+        config = self.config
         options: dict[str, Any] = {
             # Our SHA-256 checksums only: no extra CRC per request, none baked into presigned URLs.
             "request_checksum_calculation": "when_required",
-            "max_pool_connections": 32,
+            "max_pool_connections": max(32, config.max_threads + 1),  # + the janitor
             # botocore would presign with the legacy SigV2 otherwise, which newer regions refuse.
             "signature_version": "s3v4",
+            # Bounded waits: a store that stops answering fails a call after at most
+            # (1 + max_retries) * read_timeout, whatever the environment or profile says.
+            "connect_timeout": config.connect_timeout,
+            "read_timeout": config.read_timeout,
+            "retries": {"total_max_attempts": config.max_retries + 1, "mode": "standard"},
         }
         if self.config.endpoint_url:
             # <endpoint>/<bucket>/<key>: compatible stores rarely resolve <bucket>.<host>.
             options["s3"] = {"addressing_style": "path"}
         session = boto3.session.Session(region_name=self.region)
         return session.client("s3", endpoint_url=self.config.endpoint_url, config=BotoConfig(**options))
-
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        """Call a blocking function (usually of the client) in a worker thread."""
-        return await anyio.to_thread.run_sync(function, *args)
 
     async def open_writer(self, target: WriteRequest) -> Writer:
         return S3Writer(self, target)
@@ -305,18 +377,167 @@ class S3Storage(Storage):
             raise
         return any(u.get("Key") == key and u.get("UploadId") != besides for u in response.get("Uploads", []))
 
+    def _etag(self, key: str) -> str | None:
+        """The ETag of the object at ``key``; None if there is none, ``UNREADABLE`` if we may not look."""
+        try:
+            return _plain(self.client().head_object(Bucket=self.bucket, Key=key)["ETag"])
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in NOT_FOUND:
+                return None
+            if code in DENIED:
+                return UNREADABLE
+            raise
+
+    # -- overwrite: keeping the replaced object until its request has ended --------------------
+
+    def _back_up(self, key: str, destination: str) -> _Backup | None:
+        """Copy the object at ``key`` (if any) to a hidden key under ``destination``."""
+        try:
+            head = self.client().head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in NOT_FOUND:
+                return None
+            if code in DENIED:  # without s3:GetObject it could not be copied either
+                logger.warning("overwrite without s3:GetObject: %s is replaced without a backup", key)
+                return None
+            raise
+        encryption: dict[str, Any] = {}  # a backup as encrypted as the original
+        if "ServerSideEncryption" in head:
+            encryption["ServerSideEncryption"] = head["ServerSideEncryption"]
+        if "SSEKMSKeyId" in head:
+            encryption["SSEKMSKeyId"] = head["SSEKMSKeyId"]
+        restore_args = dict(encryption)  # the backup itself stays in the standard class
+        if "StorageClass" in head:
+            restore_args["StorageClass"] = head["StorageClass"]
+        backup = _Backup(
+            key=join_key(destination, f"{BACKUP_PREFIX}{secrets.token_hex(8)}{BACKUP_SUFFIX}"),
+            etag=head["ETag"],
+            size=head["ContentLength"],
+            restore_args=restore_args,
+        )
+        # If-Match: exactly the version we looked at, or the copy fails (and so the upload).
+        self._copy(key, backup.key, backup.size, {"CopySourceIfMatch": backup.etag, **encryption})
+        return backup
+
+    def _copy(self, source: str, target: str, size: int, args: dict[str, Any]) -> None:
+        """A server-side copy with the source's metadata, content type and tags; one
+        CopyObject up to 5 GiB, a multipart copy (boto3's managed copy) above."""
+        copy_source: Any = {"Bucket": self.bucket, "Key": source}
+        args = {"MetadataDirective": "COPY", **args}
+        if size < COPY_LIMIT:
+            self.client().copy_object(Bucket=self.bucket, Key=target, CopySource=copy_source, **args)
+            return
+        from boto3.s3.transfer import TransferConfig
+
+        # In this thread (no threads of s3transfer's own), in large parts.
+        managed = TransferConfig(
+            multipart_threshold=COPY_LIMIT, multipart_chunksize=COPY_PART, use_threads=False
+        )
+        self.client().copy(copy_source, self.bucket, target, ExtraArgs=args, Config=managed)
+
+    def _put_back(self, key: str, ours: str | None, backup: _Backup | None) -> None:
+        """Leave ``key`` as a failed upload found it: the object it replaced copied back from
+        ``backup``, or none if it replaced none. ``ours`` is the ETag the upload wrote (None
+        if its write failed, and may or may not have landed). An object that is neither
+        ours nor the replaced one is a later upload's: it stays."""
+        current = self._etag(key)
+        if backup is None:
+            if current is not None and (ours is None or current in (ours, UNREADABLE)):
+                self.client().delete_object(Bucket=self.bucket, Key=key)
+            return
+        replaced = _plain(backup.etag)
+        if current == UNREADABLE or (current == ours if ours is not None else current != replaced):
+            self._copy(backup.key, key, backup.size, backup.restore_args)
+        self._delete_or_retry(backup.key, "backup")
+
+    def _delete_or_retry(self, key: str, what: str) -> None:
+        """Delete ``key``; if the store cannot be reached, the janitor tries again later."""
+
+        def delete() -> None:
+            self.client().delete_object(Bucket=self.bucket, Key=key)
+
+        try:
+            delete()
+        except Exception:
+            logger.warning("could not delete the %s %s; retrying later", what, key)
+            self.janitor.retry(f"s3 {what} {key!r}", delete)
+
+    # -- unfinished multipart uploads --------------------------------------------------------------
+
+    def _abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+
+    def _abort_or_retry(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; if the store cannot be reached, the janitor tries again
+        later (an unfinished upload is billed for as long as it exists)."""
+        try:
+            self._abort_upload(key, upload_id)
+        except Exception:
+            logger.warning("could not abort the multipart upload of %s; retrying later", key)
+            what = f"s3 multipart upload of {key!r}"
+            self.janitor.retry(what, functools.partial(self._abort_upload, key, upload_id))
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1), *, prefix: str | None = None) -> int:
+        """Abort the multipart uploads under the destination prefix (or ``prefix``) started
+        more than ``older_than`` ago, and delete the hidden ``.upload-*.bak`` backups there
+        older than that; returns how many were removed.
+
+        A ``destination`` hook names no single prefix: pass ``prefix`` (``""`` for the whole
+        bucket). Needs ``s3:ListBucketMultipartUploads``, ``s3:AbortMultipartUpload``,
+        ``s3:ListBucket`` and ``s3:DeleteObject``.
+        """
+        if prefix is None:
+            if callable(self.config.destination):
+                raise ValueError("a destination hook names no prefix to clean: call cleanup(prefix=...)")
+            prefix = join_key(str(self.config.destination), "")
+        cutoff = datetime.now(timezone.utc) - older_than
+        return await self.workers.run(self._clean, prefix, cutoff)
+
+    def _clean(self, prefix: str, cutoff: datetime) -> int:
+        return self._clean_uploads(prefix, cutoff) + self._clean_backups(prefix, cutoff)
+
+    def _clean_uploads(self, prefix: str, cutoff: datetime) -> int:
+        removed = 0
+        pages = (
+            self.client().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] <= cutoff:
+                    self._abort_upload(upload["Key"], upload["UploadId"])
+                    removed += 1
+        return removed
+
+    def _clean_backups(self, prefix: str, cutoff: datetime) -> int:
+        removed = 0
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for found in page.get("Contents", []):
+                if _is_backup(found["Key"]) and found["LastModified"] <= cutoff:
+                    self.client().delete_object(Bucket=self.bucket, Key=found["Key"])
+                    removed += 1
+        return removed
+
+    # -- management ------------------------------------------------------------------------------
+
     @staticmethod
     def _key_of(file: FileData | str) -> str:
         return file.filename if isinstance(file, FileData) else file
 
     async def delete(self, file: FileData | str) -> None:
         key = self._key_of(file)
-        await self._run(lambda: self.client().delete_object(Bucket=self.bucket, Key=key))
+        await self.workers.run(lambda: self.client().delete_object(Bucket=self.bucket, Key=key))
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
-        body = await self._run(self._get_body, key)
+        body = await self.workers.run(self._get_body, key)
         try:
-            while chunk := await self._run(body.read, self.config.chunk_size):
+            while chunk := await self.workers.run(body.read, self.config.chunk_size):
                 yield chunk
         finally:
             body.close()
@@ -340,12 +561,14 @@ class S3Storage(Storage):
             params["ContentType"] = headers["Content-Type"] = content_type
         if not self.config.overwrite:
             params["IfNoneMatch"] = headers["If-None-Match"] = "*"
-        url = await self._run(self._presign, "put_object", params, expires_in)
+        url = await self.workers.run(self._presign, "put_object", params, expires_in)
         return PresignedRequest(method="PUT", url=url, headers=headers)
 
     async def presign_download(self, key: str, *, expires_in: int = 3600) -> PresignedRequest:
         """A GET a client can make without credentials, valid for ``expires_in`` seconds."""
-        url = await self._run(self._presign, "get_object", {"Bucket": self.bucket, "Key": key}, expires_in)
+        url = await self.workers.run(
+            self._presign, "get_object", {"Bucket": self.bucket, "Key": key}, expires_in
+        )
         return PresignedRequest(method="GET", url=url)
 
     def _presign(self, operation: str, params: dict[str, Any], expires_in: int) -> str:
