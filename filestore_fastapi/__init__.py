@@ -5,7 +5,15 @@ first use and names the pip extra to install when it is missing.
 """
 
 from .backends.azure import AzureStorage
-from .backends.base import PresignedRequest, StoredFile, Writer, WriteRequest
+from .backends.base import (
+    NotFound,
+    ObjectInfo,
+    PresignedRequest,
+    StorageUnavailable,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 from .backends.gcs import GCSStorage
 from .backends.local import LocalStorage
 from .backends.memory import MemoryStorage
@@ -27,6 +35,7 @@ from .naming import sanitize_filename
 from .openapi import add_upload_bodies, install_openapi
 from .plain_starlette import exception_handlers, receive
 from .policy import UploadContext
+from .startup import verify_storages
 
 __all__ = [
     "AzureStorage",
@@ -37,12 +46,15 @@ __all__ = [
     "LocalStorage",
     "MalformedRequest",
     "MemoryStorage",
+    "NotFound",
+    "ObjectInfo",
     "PayloadTooLarge",
     "PresignedRequest",
     "RequestTimeout",
     "S3Storage",
     "Storage",
     "StorageFailure",
+    "StorageUnavailable",
     "StoredFile",
     "UnsupportedMediaType",
     "UploadConflict",
@@ -57,4 +69,5 @@ __all__ = [
     "install_openapi",
     "receive",
     "sanitize_filename",
+    "verify_storages",
 ]

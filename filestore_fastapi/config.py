@@ -55,7 +55,7 @@ class Config(BaseModel):
     # Calls to the store: a pool of threads of this storage's own, and how long to wait.
     max_threads: int = Field(default=16, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=60.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
     """Retries of a failed store request (the SDK's own back-off), after the first attempt."""
 

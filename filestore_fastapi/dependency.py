@@ -15,11 +15,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
-from .backends.base import Writer, WriteRequest
+from .backends.base import ObjectInfo, Writer, WriteRequest
 from .backends.janitor import Janitor
 from .backends.threads import WorkerPool
 from .config import Config
+from .download import download_response
 from .filedata import FileData
 from .session import UploadSession
 
@@ -81,6 +83,24 @@ class Storage(ABC):
     @abstractmethod
     def open(self, key: str) -> AsyncIterator[bytes]:
         """Stream a stored file's bytes, e.g. into a ``StreamingResponse``."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size and content type of a stored object; ``NotFound`` if there is none."""
+        raise NotImplementedError(f"{type(self).__name__} has no stat()")
+
+    async def download(self, key: str, filename: str | None = None) -> StreamingResponse:
+        """A response that streams the object ``key`` with its content type, length and
+        ``Content-Disposition: attachment`` (``filename``, else the key's last part).
+
+        A missing key raises ``HTTPException(404)`` before any byte is sent.
+        """
+        return await download_response(self, key, filename)
+
+    async def verify(self) -> None:
+        """Prove the store is usable (it exists, the credentials work, a hidden probe can
+        be written and deleted), else raise ``StorageUnavailable`` saying what is wrong.
+        Call it at start-up (see ``verify_storages``) rather than learn it at the first upload."""
+        raise NotImplementedError(f"{type(self).__name__} has no verify()")
 
     async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Remove what uploads that never finished left under the destination (temp files,

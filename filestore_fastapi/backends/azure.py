@@ -33,7 +33,16 @@ from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
-from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+from .base import (
+    Chunk,
+    NotFound,
+    ObjectInfo,
+    PresignedRequest,
+    StorageUnavailable,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 from .parts import PartPipeline, join_releasing
 from .threads import wait, wait_out
 
@@ -661,13 +670,44 @@ class AzureStorage(Storage):
             yield await self.run(self._read_range, key, offset, min(chunk_size, size - offset), etag)
 
     def _size_and_etag(self, key: str) -> tuple[int, str]:
+        properties = self._properties(key)
+        return int(properties.size), str(properties.etag)
+
+    def _properties(self, key: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            properties = self.blob(key).get_blob_properties()
+            return self.blob(key).get_blob_properties()
         except ResourceNotFoundError:
-            raise FileNotFoundError(f"no blob {key!r} in the container") from None
-        return int(properties.size), str(properties.etag)
+            raise NotFound(f"no blob {key!r} in the container") from None
+
+    async def stat(self, key: str) -> ObjectInfo:
+        properties = await self.run(self._properties, key)
+        content_type = properties.content_settings.content_type
+        return ObjectInfo(key=key, size=int(properties.size), content_type=content_type or None)
+
+    async def verify(self) -> None:
+        """Read the container, then write and delete a hidden probe blob under the destination."""
+        await self.run(self._verify)
+
+    def _verify(self) -> None:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+        where = f"AzureStorage({self.name!r}): container {self.container_name!r}"
+        prefix = "" if callable(self.config.destination) else str(self.config.destination)
+        probe = self.blob(join_key(prefix, f".upload-verify-{uuid.uuid4().hex}.part"))
+        try:
+            self.container().get_container_properties()
+            probe.upload_blob(b"", overwrite=False)
+            probe.delete_blob()
+        except ResourceNotFoundError:
+            raise StorageUnavailable(f"{where} does not exist") from None
+        except ClientAuthenticationError:
+            raise StorageUnavailable(f"{where}: the credentials were refused") from None
+        except HttpResponseError as exc:
+            raise StorageUnavailable(f"{where}: {exc.status_code} {exc.reason}") from None
+        except Exception as exc:
+            raise StorageUnavailable(f"{where} cannot be reached: {type(exc).__name__}") from None
 
     def _read_range(self, key: str, offset: int, length: int, etag: str) -> bytes:
         from azure.core import MatchConditions

@@ -70,6 +70,26 @@ class Writer(ABC):
         return  # most writers keep nothing
 
 
+class NotFound(FileNotFoundError):
+    """No object under this key. Every backend raises this one type (a ``FileNotFoundError``,
+    so code written for a file system keeps working)."""
+
+
+class StorageUnavailable(RuntimeError):
+    """``verify()`` found the store unusable: the message says what is wrong (a missing
+    bucket, container or directory, credentials refused, no permission to write)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``stat`` tells of a stored object."""
+
+    key: str
+    size: int
+    content_type: str | None
+    """None where the store keeps none (a file system)."""
+
+
 @dataclass(frozen=True)
 class PresignedRequest:
     """A request a client can make without credentials: method, URL and headers to send."""

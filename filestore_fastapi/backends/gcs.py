@@ -31,7 +31,16 @@ from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
-from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+from .base import (
+    Chunk,
+    NotFound,
+    ObjectInfo,
+    PresignedRequest,
+    StorageUnavailable,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 from .threads import wait, wait_out
 
 if TYPE_CHECKING:
@@ -623,8 +632,36 @@ class GCSStorage(Storage):
     def _existing_blob(self, key: str) -> Blob:
         blob = self.get(key)
         if blob is None:
-            raise FileNotFoundError(f"no object {key!r} in the bucket")
+            raise NotFound(f"no object {key!r} in the bucket")
         return blob
+
+    async def stat(self, key: str) -> ObjectInfo:
+        blob = await self.workers.run(self._existing_blob, key)
+        return ObjectInfo(key=key, size=int(blob.size or 0), content_type=blob.content_type)
+
+    async def verify(self) -> None:
+        """Read the bucket, then write and delete a hidden probe object under the destination."""
+        await self.workers.run(self._verify)
+
+    def _verify(self) -> None:
+        from google.api_core.exceptions import Forbidden, Unauthorized
+        from google.api_core.exceptions import NotFound as BucketNotFound
+
+        where = f"GCSStorage({self.name!r}): bucket {self.bucket_name!r}"
+        prefix = "" if callable(self.config.destination) else str(self.config.destination)
+        probe = join_key(prefix, f"{TEMP_PREFIX}verify-{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        try:
+            self.bucket().reload(timeout=self.timeout, retry=self.retry_here())
+            self.bucket().blob(probe).upload_from_string(b"", timeout=self.timeout, retry=self.retry_here())
+            self.delete_key(probe)
+        except BucketNotFound:
+            raise StorageUnavailable(f"{where} does not exist") from None
+        except (Forbidden, Unauthorized) as exc:
+            raise StorageUnavailable(
+                f"{where}: the credentials may not read and write it ({exc.code})"
+            ) from None
+        except Exception as exc:
+            raise StorageUnavailable(f"{where} cannot be reached: {type(exc).__name__}") from None
 
     async def cleanup(self, older_than: datetime.timedelta = datetime.timedelta(days=1)) -> int:
         """Delete the hidden objects unfinished uploads left under the destination (temp

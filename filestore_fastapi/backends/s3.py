@@ -31,7 +31,16 @@ from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
-from .base import Chunk, PresignedRequest, StoredFile, Writer, WriteRequest
+from .base import (
+    Chunk,
+    NotFound,
+    ObjectInfo,
+    PresignedRequest,
+    StorageUnavailable,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 from .parts import PartPipeline, join_releasing
 
 if TYPE_CHECKING:
@@ -547,8 +556,40 @@ class S3Storage(Storage):
             return self.client().get_object(Bucket=self.bucket, Key=key)["Body"]
         except Exception as exc:
             if _error_code(exc) in NOT_FOUND:
-                raise FileNotFoundError(f"no object {key!r} in the bucket") from None
+                raise NotFound(f"no object {key!r} in the bucket") from None
             raise
+
+    async def stat(self, key: str) -> ObjectInfo:
+        head = await self.workers.run(self._head, key)
+        return ObjectInfo(key=key, size=int(head["ContentLength"]), content_type=head.get("ContentType"))
+
+    def _head(self, key: str) -> Any:
+        try:
+            return self.client().head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in NOT_FOUND:
+                raise NotFound(f"no object {key!r} in the bucket") from None
+            raise
+
+    async def verify(self) -> None:
+        """Read the bucket, then write and delete a hidden probe object under the destination."""
+        await self.workers.run(self._verify)
+
+    def _verify(self) -> None:
+        where = f"S3Storage({self.name!r}): bucket {self.bucket!r}"
+        prefix = "" if callable(self.config.destination) else str(self.config.destination)
+        probe = join_key(prefix, f".upload-verify-{secrets.token_hex(8)}.part")
+        try:
+            self.client().head_bucket(Bucket=self.bucket)
+            self.client().put_object(Bucket=self.bucket, Key=probe, Body=b"")
+            self.client().delete_object(Bucket=self.bucket, Key=probe)
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in NOT_FOUND | {"NoSuchBucket"}:
+                raise StorageUnavailable(f"{where} does not exist") from None
+            if code in DENIED | {"InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                raise StorageUnavailable(f"{where}: the credentials may not read and write it ({code})") from None
+            raise StorageUnavailable(f"{where} cannot be used: {code or type(exc).__name__}") from None
 
     async def presign_upload(
         self, key: str, *, expires_in: int = 3600, content_type: str | None = None
