@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import mimetypes
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,15 @@ from pydantic import BaseModel, Field
 
 from filestore_fastapi import Config, FileData, MemoryStorage, install_openapi
 
-from .storage import ALLOWED_EXTENSIONS, FIELD, LOCAL_BASE_URL, MAX_FILES_PER_REQUEST, Settings, make_storage
+from .storage import (
+    ALLOWED_EXTENSIONS,
+    FIELD,
+    LOCAL_BASE_URL,
+    MAX_FILES_PER_REQUEST,
+    MiB,
+    Settings,
+    make_storage,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -58,6 +67,34 @@ class UploadSettings(BaseModel):
     allowed_extensions: list[str]
 
 
+class RecentUploads:
+    """What the page can download back with ``FILESTORE_BACKEND=memory``: MemoryStorage hands
+    the bytes to the handler and keeps nothing, so the app keeps the newest few itself."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def keep(self, key: str, data: bytes) -> None:
+        self._size -= len(self._files.pop(key, b""))
+        self._files[key] = data
+        self._size += len(data)
+        while self._size > self.limit:
+            self._size -= len(self._files.popitem(last=False)[1])
+
+    def get(self, key: str) -> bytes | None:
+        return self._files.get(key)
+
+
+recent = RecentUploads(limit=32 * MiB)
+
+
+def download_key(file: FileData) -> str:
+    # Memory keys are free again once a request is over: the content tells two uploads apart.
+    return f"{file.sha256[:16]}/{file.filename}" if file.storage == "memory" else file.filename
+
+
 class UploadedFiles(StaticFiles):
     """Static files that a browser never sniffs into another type (an upload posing as HTML)."""
 
@@ -69,7 +106,7 @@ class UploadedFiles(StaticFiles):
 
 def describe(file: FileData) -> StoredDocument:
     # A cloud object's own URL needs a public bucket; the app's download route does not.
-    url = file.url if settings.served_as_static_files and file.url else f"/files/{quote(file.filename)}"
+    url = file.url if settings.served_as_static_files and file.url else f"/files/{quote(download_key(file))}"
     return StoredDocument(
         name=file.filename.rsplit("/", 1)[-1],
         original_name=file.original_filename,
@@ -101,6 +138,9 @@ async def upload_documents(
     files: Annotated[list[FileData], Depends(documents)],
 ) -> list[StoredDocument]:
     """Store up to five documents sent as the multipart field `document`."""
+    for file in files:
+        if file.file is not None:  # a memory backend: keep it for the download link
+            recent.keep(download_key(file), file.file)
     return [describe(file) for file in files]
 
 
@@ -113,7 +153,13 @@ async def upload_images(files: Annotated[list[FileData], Depends(images)]) -> li
 @app.get("/files/{key:path}", name="download")
 async def download(key: str) -> StreamingResponse:
     """Stream a stored file back; used by the backends that are not served as static files."""
-    chunks = documents.open(key)
+    if isinstance(documents, MemoryStorage):
+        kept = recent.get(key)
+        if kept is None:
+            raise HTTPException(status_code=404, detail="no such file")
+        chunks: AsyncIterator[bytes] = _one(kept)
+    else:
+        chunks = documents.open(key)
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
@@ -134,6 +180,10 @@ async def download(key: str) -> StreamingResponse:
         media_type=media_type,
         headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
     )
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FileData(BaseModel):
-    """One stored file. A route may return it (or a list of them) as JSON directly."""
+    """One stored file. A route may return it (or a list of them) as JSON directly: ``path``
+    and ``file`` are left out of the JSON, so no server path or file content leaks."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -19,7 +20,11 @@ class FileData(BaseModel):
     content_type: str
     size: int
     sha256: str = Field(description="Hex SHA-256 of the bytes stored.")
-    path: Path | None = Field(default=None, description="Absolute path, LocalStorage only.")
+    path: Path | None = Field(
+        default=None,
+        exclude=True,  # a server path is nobody's business but the server's: not in the JSON
+        description="Absolute path, LocalStorage only. Left out when the model is serialised.",
+    )
     url: str | None = None
     file: bytes | None = Field(default=None, exclude=True, repr=False, description="MemoryStorage only.")
     storage: str

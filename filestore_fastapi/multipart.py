@@ -87,6 +87,7 @@ def extended_parameter(header: bytes, name: bytes) -> str | None:
 def parse_boundary(content_type: str | None) -> bytes:
     """The boundary of a multipart/form-data Content-Type, or the matching HTTP error."""
     media_type, options = parse_options_header(content_type or "")
+    media_type = media_type.lower()  # python-multipart < 0.0.30 keeps the case it was sent in
     if media_type != b"multipart/form-data":
         shown = media_type.decode("latin-1") or "none"
         raise UnsupportedMediaType(None, f"expected multipart/form-data, got {shown}")

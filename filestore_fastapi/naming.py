@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import secrets
+import stat
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -16,10 +18,18 @@ MAX_SUFFIX_ATTEMPTS = 10_000
 NUMBERED_SUFFIXES = 16
 FALLBACK_NAME = "file"
 
-# Characters that are path syntax on some system, shell or URL, or that look like a slash.
-_UNSAFE = re.compile(r'[<>:"/\\|?*\u2215\u2044\u29f8\u29f9\uff0f\uff3c\u2571\u2572]')
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Whitespace and dots at either end: dropped, not replaced (a hidden name, or one Windows cuts).
+_EDGES = re.compile(r"^[\s.]+|[\s.]+$")
+_KEPT_PUNCTUATION = "._-"
+# Combining solidus overlays: marks, but they draw a slash over the character before them.
+_SLASH_MARKS = "\u0337\u0338"
+# ntpath.isreserved (Python 3.13+), which also counts the superscript digits as COM/LPT numbers.
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{digit}" for port in ("COM", "LPT") for digit in "123456789\u00b9\u00b2\u00b3"}
+)
+_WINDOWS_FORBIDDEN = frozenset('"*/:<>?\\|') | frozenset(map(chr, range(32)))
 
 
 class UnsafeName(ValueError):
@@ -32,22 +42,61 @@ def _drop_invisible(name: str) -> str:
     return "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf"))
 
 
+def is_windows_reserved(name: str) -> bool:
+    """Whether Windows would not store the single component ``name`` under that name.
+
+    The rule of ``ntpath.isreserved`` (only in Python 3.13+): a trailing space or dot (which
+    Windows drops), a forbidden character (``:`` opens an alternate data stream), or a device
+    name before the first dot, whatever the case and trailing spaces (``nul .txt`` is NUL).
+    """
+    if name[-1:] in (".", " "):
+        return name not in (".", "..")
+    if not _WINDOWS_FORBIDDEN.isdisjoint(name):
+        return True
+    return name.partition(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES
+
+
+def _is_kept(ch: str) -> bool:
+    # A letter, digit or mark that is one under NFKC too: "\uff23" (fullwidth C) is kept,
+    # "\u2488" ("1." under NFKC), "\u2153" ("1\u20443") and "\u2122" (a symbol, "TM") are not.
+    if ch in _KEPT_PUNCTUATION:
+        return True
+    return all(
+        unicodedata.category(c)[0] in "LNM" and c not in _SLASH_MARKS
+        for c in (ch, *unicodedata.normalize("NFKC", ch))
+    )
+
+
+def _replace_unsafe(name: str) -> str:
+    """Each run of characters other than letters, digits, marks, ``.``, ``-`` and ``_``
+    becomes one ``_``, as Django's ``get_valid_filename`` and Werkzeug's ``secure_filename``."""
+    return "".join("".join(run) if kept else "_" for kept, run in itertools.groupby(name, _is_kept))
+
+
+def _is_reserved_anywhere(name: str) -> bool:
+    # NFKC, because some filesystems, archivers and comparisons apply it: "\uff23\uff2f\uff2e"
+    # is "CON" there and "COM\u2074" is "COM4".
+    return is_windows_reserved(name) or is_windows_reserved(unicodedata.normalize("NFKC", name))
+
+
 def sanitize_filename(name: str) -> str:
     """Reduce a client-sent name to a single safe path component.
 
-    Directories, drive letters and traversal are dropped, invisible characters removed,
-    path syntax replaced by ``_``; the result is NFC, at most 255 UTF-8 bytes, and never
-    empty, hidden (leading dot), ``.``, ``..`` or a Windows device name.
+    Directories, drive letters and traversal are dropped, invisible characters removed, and
+    anything but letters, digits, marks, ``.``, ``-`` and ``_`` replaced by ``_`` (one per
+    run: ``my report (final).pdf`` -> ``my_report_final_.pdf``). The result is NFC, at most
+    255 UTF-8 bytes, and never empty, hidden (leading dot), ``.``, ``..`` or reserved on
+    Windows, also once NFKC-normalised; sanitising it again changes nothing.
     """
     name = unicodedata.normalize("NFC", _drop_invisible(name))
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _DRIVE.sub("", name)
-    name = _UNSAFE.sub("_", name)
-    name = name.strip(" .")
-    if _WINDOWS_RESERVED.match(name):
+    name = _replace_unsafe(_EDGES.sub("", name)) or FALLBACK_NAME
+    if _is_reserved_anywhere(name):
         name = "_" + name
-    # Cutting a long stem can expose a trailing dot or space again.
-    return truncate_name(name or FALLBACK_NAME).rstrip(" .")
+    # Cutting the stem keeps its first 220 bytes, so a device name (7 characters at most) or
+    # the "_" before one cannot appear or go; only a trailing dot can, and goes.
+    return truncate_name(name).rstrip(".")
 
 
 def check_safe_name(name: str) -> str:
@@ -91,13 +140,42 @@ def candidate_names(name: str) -> Iterator[str]:
         yield truncate_name(stem, MAX_NAME_BYTES - len(suffix.encode())) + suffix
 
 
-def ensure_inside(directory: Path, name: str) -> Path:
-    """``directory / name``, refusing anything that resolves outside ``directory``."""
+def ensure_inside(directory: Path, name: str, *, follow_symlinks: bool = True) -> Path:
+    """``directory / name``, refusing anything that resolves outside ``directory``.
+
+    With ``follow_symlinks=False`` the last component is not resolved: the path names the
+    entry itself, whatever it is (a planted symlink included), for an operation that does
+    not follow it either (``link``, ``rename``, ``lstat``); only its directory is resolved.
+    """
     root = directory.resolve()
-    target = (root / name).resolve()
+    if follow_symlinks:
+        target = (root / name).resolve()
+    else:
+        unresolved = root / name
+        target = unresolved.parent.resolve() / unresolved.name
+        if unresolved.name in ("", ".", ".."):
+            target = root
     if target == root or not target.is_relative_to(root):
         raise UnsafeName(f"the file name {name!r} leaves the destination")
     return target
+
+
+class NameTaken(UnsafeName):
+    """The name is held by something that is not a regular file (a symlink, a directory):
+    it is never followed nor replaced, even with ``overwrite``."""
+
+
+def replace_regular_file(source: Path, target: Path) -> None:
+    """``os.replace(source, target)``, unless ``target`` is anything but a regular file or
+    absent: a symlink there is not replaced (nor followed, which rename never does)."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(mode):
+            raise NameTaken(f"the name {target.name!r} is taken by something that is not a file")
+    os.replace(source, target)
 
 
 def claim_unique_path(source: Path, directory: Path, name: str, *, overwrite: bool) -> Path:
@@ -106,13 +184,15 @@ def claim_unique_path(source: Path, directory: Path, name: str, *, overwrite: bo
     Without ``overwrite`` the name is claimed with ``os.link``, which fails atomically if
     the name exists, so concurrent uploads (threads or processes) never replace each other
     and no empty placeholder is ever visible. ``doc.pdf`` taken -> ``doc-1.pdf`` and so on.
+    A name held by a symlink counts as taken and is never followed; with ``overwrite`` it
+    is refused (``NameTaken``), as is a name held by a directory.
     """
     if overwrite:
-        target = ensure_inside(directory, name)
-        os.replace(source, target)
+        target = ensure_inside(directory, name, follow_symlinks=False)
+        replace_regular_file(source, target)
         return target
     for candidate in candidate_names(name):
-        target = ensure_inside(directory, candidate)
+        target = ensure_inside(directory, candidate, follow_symlinks=False)
         try:
             os.link(source, target)
         except FileExistsError:

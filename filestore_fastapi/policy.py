@@ -6,6 +6,7 @@ Everything here runs when a part's headers arrive, before any of its bytes is st
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,8 +92,20 @@ async def target_name(config: Config, context: UploadContext) -> str:
 
 
 async def target_destination(config: Config, context: UploadContext) -> str:
-    """The directory or key prefix, from the config or its ``destination`` hook."""
+    """The directory or key prefix, from the config or its ``destination`` hook.
+
+    A hook's result is often built from client input (``base + "/users/" + form["user"]``),
+    so it is refused (422) when it has a ``..`` segment, split on ``/`` and ``\\`` alike;
+    empty and ``.`` segments are dropped (a leading ``/`` stays). The message names the
+    field only: the destination holds the application's paths.
+    """
     destination = config.destination
-    if callable(destination):
-        destination = await call_hook(destination, context)
-    return str(destination)
+    if not callable(destination):
+        return str(destination)
+    result = str(await call_hook(destination, context))
+    if ".." in re.split(r"[/\\]", result):
+        field = context.field_name
+        raise ValidationFailed(field, f"{field}: the destination for this file would leave its base ('..')")
+    kept = [segment for segment in result.split("/") if segment not in ("", ".")]
+    root = "/" if result.startswith("/") else ""
+    return root + "/".join(kept) if kept else root or "."

@@ -39,6 +39,8 @@ def test_every_public_name_is_importable() -> None:
 @pytest.mark.parametrize("storage_class", [LocalStorage, MemoryStorage])
 def test_every_backend_takes_the_same_arguments(storage_class: type[Storage]) -> None:
     config = Config(destination="uploads")
+    # MemoryStorage holds every byte in memory: its files are limited unless the config says.
+    own_defaults = {"max_file_size": 16 * 1024 * 1024} if storage_class is MemoryStorage else {}
     positional = storage_class("document", 3, False, config)
     keywords = storage_class(name="document", count=3, required=False, config=config)
     for storage in (positional, keywords):
@@ -46,10 +48,10 @@ def test_every_backend_takes_the_same_arguments(storage_class: type[Storage]) ->
             "document",
             3,
             False,
-            config,
+            config.model_copy(update=own_defaults),
         )
     default = storage_class("document")
-    assert (default.count, default.required, default.config) == (1, True, Config())
+    assert (default.count, default.required, default.config) == (1, True, Config(**own_defaults))
     with pytest.raises(ValueError, match="count"):
         storage_class("document", count=0)
 
@@ -73,21 +75,21 @@ def test_the_issue_example_and_the_filedata_json_shape(
     )
     assert response.status_code == 200, response.text
     [stored] = response.json()
-    name = "my report #1 (\u00e9t\u00e9).PDF"
+    sent = "my report #1 (\u00e9t\u00e9).PDF"
+    name = "my_report_1_\u00e9t\u00e9_.PDF"  # every character but letters, digits, . - _ becomes _
     assert stored == {
         "field_name": "document",
         "filename": name,
-        "original_filename": name,
+        "original_filename": sent,
         "content_type": "application/pdf",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
-        "path": str(tmp_path / "uploads" / "documents" / name),
-        "url": "/media/documents/my%20report%20%231%20%28%C3%A9t%C3%A9%29.PDF",
+        "url": "/media/documents/my_report_1_%C3%A9t%C3%A9_.PDF",
         "storage": "local",
-        "metadata": {"relative_path": f"uploads/documents/{name}"},
+        "metadata": {"relative_path": name},  # relative to the destination, never absolute
     }
-    assert Path(stored["path"]).is_absolute()
-    assert Path(stored["path"]).read_bytes() == data
+    assert "path" not in stored, "no server path in the JSON"
+    assert (tmp_path / "uploads" / "documents" / name).read_bytes() == data
 
 
 def test_without_base_url_there_is_no_url_and_a_missing_content_type_is_octet_stream(tmp_path: Path) -> None:
@@ -116,10 +118,10 @@ def test_memory_storage_hands_the_bytes_to_the_handler_but_not_to_json() -> None
     assert response.status_code == 200, response.text
     assert [f.file for f in seen] == [b"PNG-A", b"PNG-B"]
     assert [f.filename for f in seen] == ["images/a.png", "images/a-1.png"]
-    assert images.files == {"images/a.png": b"PNG-A", "images/a-1.png": b"PNG-B"}
+    assert not hasattr(images, "files"), "the bytes were the handler's, for the request only"
     for item in response.json():
         assert "file" not in item
-        assert item["path"] is None
+        assert "path" not in item
         assert item["storage"] == "memory"
     assert [item["url"] for item in response.json()] == ["/img/images/a.png", "/img/images/a-1.png"]
     assert "PNG-A" not in repr(seen[0])
@@ -279,7 +281,7 @@ def test_a_callable_destination(tmp_path: Path, is_async: bool) -> None:
     client = TestClient(single_route_app(storage))
     body = encode([Part("user", b"dana"), file_part("document", "cv.pdf", b"cv")])
     [stored] = client.post("/upload", content=body, headers=MULTIPART).json()["document"]
-    assert stored["path"] == str(tmp_path / "dana" / "document" / "cv.pdf")
+    assert stored["metadata"]["relative_path"] == "cv.pdf"  # the hook's folder is absolute: not shown
     client.post("/upload", files={"document": ("cv.pdf", b"cv")})
     assert stored_files(tmp_path) == ["anonymous/document/cv.pdf", "dana/document/cv.pdf"]
 
@@ -292,13 +294,26 @@ async def test_stored_files_can_be_read_back_and_deleted(tmp_path: Path) -> None
         [file_part("avatar", "a.txt", b"avatar-bytes"), file_part("photo", "p.txt", b"photo-bytes")]
     )
     files = TestClient(app).post("/upload", content=body, headers=MULTIPART).json()
-    for storage, stored, data in (
-        (local, files["avatar"][0], b"avatar-bytes"),
-        (memory, files["photo"][0], b"photo-bytes"),
-    ):
-        chunks = [chunk async for chunk in storage.open(stored["filename"])]
-        assert b"".join(chunks) == data
-        assert max(len(chunk) for chunk in chunks) <= 3
-        await storage.delete(stored["filename"])
+    chunks = [chunk async for chunk in local.open(files["avatar"][0]["filename"])]
+    assert b"".join(chunks) == b"avatar-bytes"
+    assert max(len(chunk) for chunk in chunks) <= 3
+    await local.delete(files["avatar"][0]["filename"])
     assert stored_files(tmp_path) == []
-    assert memory.files == {}
+    # A memory file was the handler's for the request only: nothing to read back or delete.
+    with pytest.raises(FileNotFoundError):
+        _ = [chunk async for chunk in memory.open(files["photo"][0]["filename"])]
+    await memory.delete(files["photo"][0]["filename"])
+
+
+def test_relative_path_is_under_the_folder_a_destination_hook_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = LocalStorage("document", config=Config(destination=lambda context: "uploads/2026/11"))
+    [stored] = (
+        TestClient(single_route_app(storage))
+        .post("/upload", files={"document": ("report.pdf", b"r")})
+        .json()["document"]
+    )
+    assert stored["metadata"]["relative_path"] == "uploads/2026/11/report.pdf"
+    assert (tmp_path / "uploads" / "2026" / "11" / "report.pdf").read_bytes() == b"r"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import ntpath
 import os
 import re
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from filestore_fastapi import sanitize_filename
 from filestore_fastapi.naming import (
@@ -20,6 +24,7 @@ from filestore_fastapi.naming import (
     check_safe_name,
     claim_unique_path,
     ensure_inside,
+    is_windows_reserved,
     join_key,
     join_url,
     unique_keys,
@@ -54,11 +59,11 @@ SANITIZED = [
     ("/", "file"),
     ("\x00", "file"),
     (".htaccess", "htaccess"),
-    (" name with spaces .txt ", "name with spaces .txt"),
+    (" name with spaces .txt ", "name_with_spaces_.txt"),
     ("CON", "_CON"),
     ("nul.txt", "_nul.txt"),
     # ordinary names are left alone
-    ("report (final) v2.pdf", "report (final) v2.pdf"),
+    ("report_final-v2.pdf", "report_final-v2.pdf"),
     ("archive.tar.gz", "archive.tar.gz"),
 ]
 
@@ -83,6 +88,190 @@ def test_sanitized_names_are_single_safe_components_and_stable(raw: str) -> None
     assert check_safe_name(safe) == safe
 
 
+# Django's get_valid_filename and Werkzeug's secure_filename: what is not a letter, digit,
+# mark, ".", "-" or "_" becomes "_", one "_" per run; edge whitespace is dropped, not replaced.
+CONVENTION = [
+    ("my report (final).pdf", "my_report_final_.pdf"),
+    ("a    b.txt", "a_b.txt"),
+    ("  padded name.txt  ", "padded_name.txt"),
+    ("q&a; notes #1.txt", "q_a_notes_1.txt"),
+    ('it\'s "quoted".txt', "it_s_quoted_.txt"),
+    ("100%,$[x]{y}=@!~^`+.png", "100_x_y_.png"),
+    ("keep_these-chars.v1.2.tar.gz", "keep_these-chars.v1.2.tar.gz"),
+    ("client__underscores.txt", "client__underscores.txt"),  # only replaced runs collapse
+    ("a_ b.txt", "a__b.txt"),
+    ("na\u00efve\u2014draft.txt", "na\u00efve_draft.txt"),  # em dash
+    ("A\u030angstro\u0308m re\u0301sume\u0301.pdf", "\u00c5ngstr\u00f6m_r\u00e9sum\u00e9.pdf"),
+    ("\u6587\u4ef6 \u540d.pdf", "\u6587\u4ef6_\u540d.pdf"),
+    ("\u3000\u5168\u89d2\u3000\u30b9\u30da\u30fc\u30b9.txt", "\u5168\u89d2_\u30b9\u30da\u30fc\u30b9.txt"),
+    # marks are kept: Devanagari vowel signs and virama are part of their letters
+    (
+        "\u0939\u093f\u0928\u094d\u0926\u0940 \u092b\u093e\u0907\u0932.pdf",
+        "\u0939\u093f\u0928\u094d\u0926\u0940_\u092b\u093e\u0907\u0932.pdf",
+    ),
+    ("x\u00b2 \u00bd.txt", "x\u00b2_.txt"),  # superscript two is a digit even under NFKC; "1/2" is not
+    ("\ufb01le.txt", "\ufb01le.txt"),  # the "fi" ligature is letters under NFKC too
+    ("report\u2122.pdf", "report_.pdf"),  # a symbol, though NFKC makes it "TM"
+    ("\u2474 \u2488 draft.txt", "_draft.txt"),  # "(1)" and "1." under NFKC
+    ("a\u0338b.txt", "a_b.txt"),  # a combining slash overlay draws a slash
+    ("#", "_"),
+]
+
+
+@pytest.mark.parametrize(("raw", "safe"), CONVENTION)
+def test_unsafe_characters_become_one_underscore_per_run(raw: str, safe: str) -> None:
+    assert sanitize_filename(raw) == safe
+
+
+# Names that today's rules stored unsafely (issue "Reliability", item 9), and what they become.
+NFKC_AND_WINDOWS = [
+    ("con" + " " * 252 + "zz", "con_zz"),  # cutting at 255 bytes used to leave "con"
+    ("CONIN$", "CONIN_"),
+    ("CONOUT$.log", "CONOUT_.log"),
+    ("COM\u00b9.txt", "_COM\u00b9.txt"),
+    ("lpt\u00b2", "_lpt\u00b2"),
+    ("COM\u2074.txt", "_COM\u2074.txt"),  # COM4 under NFKC
+    ("CON .txt", "CON_.txt"),
+    ("..\ufe68..\ufe68etc\ufe68passwd", "_.._etc_passwd"),  # small reverse solidus
+    ("\uff0e\uff0e", "_"),  # fullwidth full stops: ".." under NFKC
+    ("\u2025", "_"),  # two dot leader
+    ("\u2024htaccess", "_htaccess"),  # one dot leader
+    ("C\uff1a", "C_"),  # fullwidth colon
+    ("\uff23\uff2f\uff2e", "_\uff23\uff2f\uff2e"),  # fullwidth CON
+    ("\uff2e\uff35\uff2c.txt", "_\uff2e\uff35\uff2c.txt"),
+    ("CON\u3000.txt", "CON_.txt"),  # ideographic space
+    ("COM\uff11", "_COM\uff11"),  # fullwidth digit one
+    ("_" * 250 + "\u00e9" * 10, "_" * 250 + "\u00e9" * 2),  # cut on a character boundary
+]
+
+
+@pytest.mark.parametrize(("raw", "safe"), NFKC_AND_WINDOWS)
+def test_names_stay_safe_under_nfkc_and_on_windows(raw: str, safe: str) -> None:
+    assert sanitize_filename(raw) == safe
+    assert_safe_everywhere(safe)
+
+
+def assert_safe_everywhere(name: str) -> None:
+    """What every sanitised name is, also once NFKC-normalised (as some filesystems, tools
+    and comparisons do) and on Windows."""
+    assert name and len(name.encode()) <= 255, name
+    assert unicodedata.is_normalized("NFC", name), name
+    assert not [ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf")], name
+    for form in (name, unicodedata.normalize("NFKC", name)):
+        assert form not in (".", "..") and not form.startswith("."), form
+        assert not set(form) & set("/\\:"), form
+        assert not is_windows_reserved(form), form
+        if hasattr(ntpath, "isreserved"):
+            assert not ntpath.isreserved(form), form
+
+
+# The characters the rules are about, so that random names hit them often.
+TRICKY = (
+    "./\\:$ _-"  # path syntax, the "$" of CONIN$, the kept punctuation
+    "\u3000\u00a0\u2002"  # ideographic, no-break and en spaces
+    "\uff0e\u2024\u2025\u2026\ufe52"  # full stops and dot leaders
+    "\uff1a\ufe55\ufe13"  # colons
+    "\uff0f\uff3c\ufe68\u2215\u2044\u29f8\u0338"  # slashes and look-alikes
+    "\u00b9\u00b2\u00b3\u2074\u2460\u2488\uff11"  # superscript, circled, "1." and fullwidth digits
+    "\uff23\uff2f\uff2e\u0131\u0301\u093f"  # fullwidth C O N, dotless i, combining marks
+    "\x00\x1f\u200b\u202e\ufeff"  # control, zero-width, RTL override, BOM
+)
+DEVICES = [
+    "CON",
+    "con",
+    "Aux",
+    "NUL",
+    "CONIN$",
+    "conout$",
+    "COM1",
+    "LPT9",
+    "COM\u00b9",
+    "lpt\u00b2",
+    "\uff23\uff2f\uff2e",
+]
+CHARACTERS = st.one_of(
+    st.sampled_from(TRICKY),
+    st.characters(),
+    st.characters(min_codepoint=0xFF00, max_codepoint=0xFFEF),  # fullwidth and halfwidth forms
+    st.characters(categories=["Mn", "Mc", "Me"]),
+)
+PIECES = st.one_of(
+    st.text(CHARACTERS, max_size=12),
+    st.sampled_from(DEVICES),
+    st.sampled_from([" ", "  ", ".", "..", "\u3000", ".txt", "/", "\\", "C:"]),
+    # long runs, so that cutting at 255 bytes happens in all sorts of places
+    st.builds(
+        lambda ch, n: ch * n,
+        st.sampled_from([" ", ".", "_", "a", "\u00e9", "\u3000", "\u0301"]),
+        st.integers(0, 300),
+    ),
+)
+NAMES = st.lists(PIECES, max_size=6).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(NAMES)
+def test_sanitising_twice_changes_nothing(raw: str) -> None:
+    safe = sanitize_filename(raw)
+    assert sanitize_filename(safe) == safe
+    assert check_safe_name(safe) == safe
+
+
+@settings(max_examples=1000, deadline=None)
+@given(NAMES)
+def test_every_sanitised_name_is_safe_everywhere(raw: str) -> None:
+    safe = sanitize_filename(raw)
+    assert_safe_everywhere(safe)
+    kept = "._-"
+    assert all(ch in kept or unicodedata.category(ch)[0] in "LNM" for ch in safe), safe
+
+
+@pytest.mark.parametrize(
+    ("name", "reserved"),
+    [
+        ("CON", True),
+        ("con", True),
+        ("nul.txt", True),
+        ("NUL .tar.gz", True),
+        ("CONIN$", True),
+        ("conout$.log", True),
+        ("COM1", True),
+        ("LPT9.x", True),
+        ("COM\u00b9", True),
+        ("lpt\u00b3.txt", True),
+        ("name.", True),
+        ("name ", True),
+        ("a:b", True),
+        ("a|b", True),
+        ("a\x1fb", True),
+        ("COM0", False),
+        ("COM10", False),
+        ("COM\u2074", False),  # only the Latin-1 superscripts are device numbers
+        ("CONIN", False),
+        ("_CON", False),
+        ("CON_.txt", False),
+        ("console", False),
+        (".", False),
+        ("..", False),
+        ("", False),
+        ("report.pdf", False),
+    ],
+)
+def test_windows_reserved_names(name: str, reserved: bool) -> None:
+    assert is_windows_reserved(name) is reserved
+
+
+@pytest.mark.skipif(not hasattr(ntpath, "isreserved"), reason="ntpath.isreserved is new in Python 3.13")
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(DEVICES), st.text(CHARACTERS, max_size=4)), max_size=3).map("".join)
+)
+def test_the_windows_rule_is_ntpath_isreserved(name: str) -> None:
+    component = name.replace("\\", "").replace("/", "")
+    assume(not ntpath.splitroot(component)[0])  # "C:x" is a drive and a relative name to ntpath
+    assert is_windows_reserved(component) == ntpath.isreserved(component)
+
+
 def test_long_name_is_capped_at_255_bytes_keeping_the_extension() -> None:
     assert sanitize_filename("a" * 300 + ".pdf") == "a" * 251 + ".pdf"
 
@@ -95,7 +284,21 @@ def test_long_multibyte_name_is_cut_on_a_character_boundary() -> None:
     assert len(safe.encode()) >= 253  # only as much cut as needed
 
 
-@pytest.mark.parametrize("name", ["../x.txt", "a/b.txt", ".hidden", "x\x00.txt", "con", "", " "])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.txt",
+        "a/b.txt",
+        ".hidden",
+        "x\x00.txt",
+        "con",
+        "",
+        " ",
+        "my report.pdf",
+        "CONIN$",
+        "\uff23\uff2f\uff2e",
+    ],
+)
 def test_check_safe_name_refuses_what_sanitising_would_change(name: str) -> None:
     with pytest.raises(UnsafeName):
         check_safe_name(name)

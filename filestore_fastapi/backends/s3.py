@@ -588,7 +588,9 @@ class S3Storage(Storage):
             if code in NOT_FOUND | {"NoSuchBucket"}:
                 raise StorageUnavailable(f"{where} does not exist") from None
             if code in DENIED | {"InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                raise StorageUnavailable(f"{where}: the credentials may not read and write it ({code})") from None
+                raise StorageUnavailable(
+                    f"{where}: the credentials may not read and write it ({code})"
+                ) from None
             raise StorageUnavailable(f"{where} cannot be used: {code or type(exc).__name__}") from None
 
     async def presign_upload(

@@ -220,7 +220,7 @@ async def test_file_of_at_most_one_part_is_one_put_blob_with_its_md5(
     md5 = properties.content_settings.content_md5
     assert md5 is not None and bytes(md5) == hashlib.md5(data).digest()
     assert blob_bytes(container, file.filename) == data
-    assert file.url == "https://cdn.example/f/one%20block.bin"
+    assert file.url == "https://cdn.example/f/one_block.bin"
 
 
 # -- checksums ---------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ import pytest
 from filestore_fastapi import FileData, Storage
 
 BACKENDS = ("local", "memory", "s3", "gcs", "azure")
+#: Stores that keep nothing once the request is over (the bytes were in ``FileData.file``):
+#: their ``leftovers`` is always empty and ``read_back`` needs the handler's ``FileData``.
+KEEPS_NOTHING = frozenset({"memory"})
 HERE = Path(__file__).parent
 
 

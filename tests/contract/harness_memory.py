@@ -1,4 +1,8 @@
-"""Contract harness for MemoryStorage: each storage is a fresh object with its own key prefix."""
+"""Contract harness for MemoryStorage: each storage is a fresh object with its own key prefix.
+
+A memory storage keeps nothing once its request is over: the bytes are the handler's, in
+``FileData.file``, and nothing is ever left behind.
+"""
 
 from __future__ import annotations
 
@@ -21,19 +25,17 @@ class Harness:
         return MemoryStorage(field, count, required, Config(destination=prefix, **config))
 
     async def read_back(self, storage: Storage, file: FileData) -> bytes:
-        return _files(storage)[file.filename]
+        assert isinstance(storage, MemoryStorage)
+        if file.file is None:  # e.g. a FileData read back from JSON, which leaves the bytes out
+            raise FileNotFoundError(f"{file.filename!r}: a memory file lives in FileData.file only")
+        return file.file
 
     async def leftovers(self, storage: Storage) -> list[str]:
-        # The whole dict, not only the prefix: a key written outside it is a leftover too.
-        return sorted(_files(storage))
+        assert isinstance(storage, MemoryStorage)
+        return []  # nothing is kept, so nothing can be left over
 
     async def stored_content_type(self, storage: Storage, file: FileData) -> str | None:
         return None  # MemoryStorage keeps bytes only
-
-
-def _files(storage: Storage) -> dict[str, bytes]:
-    assert isinstance(storage, MemoryStorage)
-    return storage.files
 
 
 @contextlib.contextmanager

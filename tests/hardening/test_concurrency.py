@@ -70,7 +70,7 @@ async def test_local_two_workers(tmp_path: Path) -> None:
         stored = await upload_all(server.url, payloads)
 
     async def read(entry: dict[str, Any]) -> bytes:
-        return Path(entry["path"]).read_bytes()
+        return (destination / entry["filename"]).read_bytes()
 
     await check_distinct_and_intact(stored, payloads, read)
     assert sorted(p.name for p in destination.iterdir()) == sorted(e["filename"] for e in stored)

@@ -3,7 +3,7 @@
 ``HARDENING_BACKEND`` names the backend (local, memory, s3, gcs, azure) and
 ``HARDENING_CONFIG`` holds its ``Config`` keys as JSON; ``HARDENING_COUNT`` the file count.
 ``GET /calls`` says how often the handler ran, so a test can tell that an abandoned or
-refused upload never reached it; ``GET /memory`` lists a MemoryStorage's keys.
+refused upload never reached it (a MemoryStorage keeps no files to look at instead).
 """
 
 from __future__ import annotations
@@ -43,8 +43,3 @@ app = upload_app(storage)
 @app.get("/calls")
 async def calls() -> int:
     return int(app.state.calls)
-
-
-@app.get("/memory")
-async def memory_keys() -> list[str]:
-    return sorted(storage.files) if isinstance(storage, MemoryStorage) else []
