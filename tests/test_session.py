@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
@@ -36,6 +35,7 @@ from filestore_fastapi import (
 )
 from filestore_fastapi.backends.base import Chunk, StoredFile
 from tests.asgi import post_scope
+from tests.httpclient import httpx
 
 from .test_multipart import BOUNDARY, CONTENT_TYPE, Part, encode, file_part
 

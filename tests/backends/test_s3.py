@@ -25,7 +25,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
@@ -37,6 +36,7 @@ from filestore_fastapi.backends.s3 import S3Storage
 from tests.asgi import post_scope
 from tests.contract.harness_s3 import moto_client, moto_credentials
 from tests.emulators import MotoServer
+from tests.httpclient import httpx
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

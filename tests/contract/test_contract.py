@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from filestore_fastapi import FileData, Storage
+from tests.httpclient import httpx
 
 from .conftest import KEEPS_NOTHING
 

@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from filestore_fastapi import Config
 from filestore_fastapi.backends.s3 import S3Storage
 from tests.e2e.server import run_uvicorn
+from tests.httpclient import httpx
 
 from .routes import upload_app
 from .support import asgi_post, content_type, file_part, form
