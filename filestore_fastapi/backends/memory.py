@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import weakref
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from ..config import Config
 from ..dependency import Storage
@@ -97,6 +98,10 @@ class MemoryStorage(Storage):
 
     async def delete(self, file: FileData | str) -> None:
         """Nothing to do: a memory file is never stored."""
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Nothing to do: an unfinished memory upload is gone with its request."""
+        return 0
 
     async def stat(self, key: str) -> ObjectInfo:
         """Raises ``NotFound``: nothing is stored."""
