@@ -1,6 +1,7 @@
 """The ``Storage`` base a route depends on; each backend adds a writer and a few lines."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: FastAPI before 0.116 reads the signature of a
+# callable *instance* (``Depends(storage)``) without resolving string annotations.
 
 import inspect
 from abc import ABC, abstractmethod

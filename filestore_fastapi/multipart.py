@@ -84,6 +84,20 @@ def extended_parameter(header: bytes, name: bytes) -> str | None:
     return None
 
 
+def plain_parameter(header: bytes, name: bytes) -> bytes | None:
+    """The value of ``name=...`` in a header, unquoted as python-multipart does (only ``\\"``
+    and ``\\\\`` are escapes: browsers send backslashes as they are); None if absent."""
+    for match in _PARAMETER.finditer(header):
+        if match.group(1).lower() == name:
+            value = match.group(2).strip(b" \t")
+            if len(value) >= 2 and value[:1] == value[-1:] == b'"':
+                value = value[1:-1].replace(b"\\\\", b"\\").replace(b'\\"', b'"')
+            if value[1:3] == b":\\" or value[:2] == b"\\\\":
+                value = value.split(b"\\")[-1]  # old IE sends the full Windows path
+            return value
+    return None
+
+
 def parse_boundary(content_type: str | None) -> bytes:
     """The boundary of a multipart/form-data Content-Type, or the matching HTTP error."""
     media_type, options = parse_options_header(content_type or "")
@@ -197,9 +211,11 @@ class MultipartReader:
         kind, options = parse_options_header(disposition[0])
         if kind != b"form-data" or b"name" not in options:
             raise MalformedRequest(None, "a multipart part is not form-data with a name")
-        filename: str | None = extended_parameter(disposition[0], b"filename")
-        if filename is None and b"filename" in options:
-            filename = decode_header_value(options[b"filename"])
+        # Read here, not from ``options``: python-multipart versions differ on ``filename*``.
+        filename = extended_parameter(disposition[0], b"filename")
+        if filename is None:
+            plain = plain_parameter(disposition[0], b"filename")
+            filename = None if plain is None else decode_header_value(plain)
         content_types = [value for name, value in self._headers if name == "content-type"]
         if len(content_types) > 1:
             raise MalformedRequest(None, "a multipart part has more than one Content-Type header")
