@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import mimetypes
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from filestore_fastapi import Config, FileData, MemoryStorage, install_openapi
+from filestore_fastapi.download import attachment
 
 from .storage import (
     ALLOWED_EXTENSIONS,
@@ -151,39 +151,21 @@ async def upload_images(files: Annotated[list[FileData], Depends(images)]) -> li
 
 
 @app.get("/files/{key:path}", name="download")
-async def download(key: str) -> StreamingResponse:
+async def download(key: str) -> Response:
     """Stream a stored file back; used by the backends that are not served as static files."""
-    if isinstance(documents, MemoryStorage):
+    if isinstance(documents, MemoryStorage):  # it keeps nothing: the app's own small cache does
         kept = recent.get(key)
         if kept is None:
-            raise HTTPException(status_code=404, detail="no such file")
-        chunks: AsyncIterator[bytes] = _one(kept)
+            raise HTTPException(status_code=404, detail="file not found")
+        name = key.rsplit("/", 1)[-1]
+        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response: Response = Response(
+            kept, media_type=media_type, headers={"Content-Disposition": attachment(name)}
+        )
     else:
-        chunks = documents.open(key)
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = b""
-    except (LookupError, OSError, ValueError):
-        raise HTTPException(status_code=404, detail="no such file") from None
-
-    async def body() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in chunks:
-            yield chunk
-
-    name = key.rsplit("/", 1)[-1]
-    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    disposition = f"attachment; filename*=UTF-8''{quote(name)}"
-    return StreamingResponse(
-        body(),
-        media_type=media_type,
-        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
-    )
-
-
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+        response = await documents.download(key)  # 404 before any byte when the key is missing
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
