@@ -84,15 +84,15 @@ def make_storage(settings: Settings, env: Mapping[str, str] = os.environ) -> Sto
     elif settings.backend == "memory":
         storage_class = MemoryStorage
     elif settings.backend == "s3":
-        from filestore_fastapi.backends.s3 import S3Storage
+        from filestore_fastapi import S3Storage
 
         storage_class = S3Storage
     elif settings.backend == "gcs":
-        from filestore_fastapi.backends.gcs import GCSStorage
+        from filestore_fastapi import GCSStorage
 
         storage_class = GCSStorage
     else:
-        from filestore_fastapi.backends.azure import AzureStorage
+        from filestore_fastapi import AzureStorage
 
         storage_class = AzureStorage
     return storage_class(FIELD, count=MAX_FILES_PER_REQUEST, config=config)

@@ -4,8 +4,9 @@ Importing this package never imports a cloud SDK; each cloud backend loads its S
 first use and names the pip extra to install when it is missing.
 """
 
-from .backends.azure import AzureStorage
 from .backends.base import (
+    Backend,
+    KeyTaken,
     NotFound,
     ObjectInfo,
     PresignedRequest,
@@ -14,10 +15,6 @@ from .backends.base import (
     Writer,
     WriteRequest,
 )
-from .backends.gcs import GCSStorage
-from .backends.local import LocalStorage
-from .backends.memory import MemoryStorage
-from .backends.s3 import S3Storage
 from .config import Config
 from .dependency import FormModel, Storage, form_fields
 from .errors import (
@@ -36,13 +33,16 @@ from .openapi import add_upload_bodies, install_openapi
 from .plain_starlette import exception_handlers, receive
 from .policy import UploadContext
 from .startup import verify_storages
+from .storages import AzureStorage, GCSStorage, LocalStorage, MemoryStorage, S3Storage
 
 __all__ = [
     "AzureStorage",
+    "Backend",
     "Config",
     "FileData",
     "FormModel",
     "GCSStorage",
+    "KeyTaken",
     "LocalStorage",
     "MalformedRequest",
     "MemoryStorage",

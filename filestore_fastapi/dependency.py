@@ -4,11 +4,9 @@
 # callable *instance* (``Depends(storage)``) without resolving string annotations.
 
 import inspect
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from types import UnionType
-from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin
 
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -18,9 +16,7 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from .backends.base import ObjectInfo, Writer, WriteRequest
-from .backends.janitor import Janitor
-from .backends.threads import WorkerPool
+from .backends.base import Backend, StorageUnavailable
 from .config import Config
 from .download import download_response
 from .filedata import FileData
@@ -29,15 +25,14 @@ from .session import UploadSession
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class Storage(ABC):
-    """A multipart file field, stored by one backend. Use it as ``Depends(storage)``.
+class Storage(Backend):
+    """A multipart file field, stored by a backend. Use it as ``Depends(storage)``.
 
     ``name`` is the form field, ``count`` the most files it takes, ``required`` whether a
     request without one is refused (422). All storages of a route share one pass over
-    the body, so declaring several costs nothing extra.
+    the body, so declaring several costs nothing extra. The backend comes next in the
+    class's bases (``class S3Storage(Storage, S3Backend)``), built from ``config``.
     """
-
-    storage_name: ClassVar[str]
 
     def __init__(
         self, name: str, count: int = 1, required: bool = True, config: Config | None = None
@@ -47,14 +42,7 @@ class Storage(ABC):
         self.name = name
         self.count = count
         self.required = required
-        if config is not None and not isinstance(config, Config):
-            raise TypeError(f"config must be a Config, not {type(config).__name__}: Config(**keys)")
-        self.config = config if config is not None else Config()
-        self.config.check_applies_to(getattr(self, "storage_name", ""), type(self).__name__)
-        self.workers = WorkerPool(self.config.max_threads, f"filestore-{self.storage_name}")
-        """This storage's own threads for its blocking calls (``max_threads`` of them)."""
-        self.janitor = Janitor(f"filestore-{self.storage_name}-janitor")
-        """Retries the clean-ups that failed, after their request ended."""
+        super().__init__(config)  # the backend's
 
     async def __call__(self, request: Request) -> AsyncIterator[list[FileData]]:
         session = UploadSession.of(request, storages_on_route(request, self))
@@ -73,22 +61,6 @@ class Storage(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, count={self.count}, required={self.required})"
 
-    @abstractmethod
-    async def open_writer(self, target: WriteRequest) -> Writer:
-        """Start storing one file; nothing is visible until the writer commits."""
-
-    @abstractmethod
-    async def delete(self, file: FileData | str) -> None:
-        """Remove a stored file, given its ``FileData`` or its key (relative name)."""
-
-    @abstractmethod
-    def open(self, key: str) -> AsyncIterator[bytes]:
-        """Stream a stored file's bytes, e.g. into a ``StreamingResponse``."""
-
-    async def stat(self, key: str) -> ObjectInfo:
-        """Size and content type of a stored object; ``NotFound`` if there is none."""
-        raise NotImplementedError(f"{type(self).__name__} has no stat()")
-
     async def download(self, key: str, filename: str | None = None) -> StreamingResponse:
         """A response that streams the object ``key`` with its content type, length and
         ``Content-Disposition: attachment`` (``filename``, else the key's last part).
@@ -98,20 +70,12 @@ class Storage(ABC):
         return await download_response(self, key, filename)
 
     async def verify(self) -> None:
-        """Prove the store is usable (it exists, the credentials work, a hidden probe can
-        be written and deleted), else raise ``StorageUnavailable`` saying what is wrong.
-        Call it at start-up (see ``verify_storages``) rather than learn it at the first upload."""
-        raise NotImplementedError(f"{type(self).__name__} has no verify()")
-
-    async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
-        """Remove what uploads that never finished left under the destination (temp files,
-        unfinished multipart uploads, uncommitted blocks, hidden ``.upload-*`` objects)
-        and that is older than ``older_than``; returns how many were removed.
-
-        Run it from a scheduled job, with ``older_than`` above the longest an upload may
-        take: some stores date an unfinished upload from its start, not its last byte.
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no cleanup()")
+        """The backend's ``verify``, its message naming this storage. Call it at start-up
+        (see ``verify_storages``) rather than learn at the first upload that it fails."""
+        try:
+            await super().verify()
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"{self!r}: {exc}") from None
 
 
 def _walk(dependant: Dependant) -> Iterator[Any]:

@@ -19,10 +19,17 @@ import anyio
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 
-from .backends.base import Writer, WriteRequest
+from .backends.base import KeyTaken, Writer, WriteRequest
 from .buffer import ChunkBuffer
 from .config import Config
-from .errors import PayloadTooLarge, RequestTimeout, StorageFailure, UploadError, ValidationFailed
+from .errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    StorageFailure,
+    UploadConflict,
+    UploadError,
+    ValidationFailed,
+)
 from .filedata import FileData
 from .multipart import (
     Event,
@@ -254,6 +261,10 @@ class UploadSession:
             field_name = failing.context.field_name if failing else None
             with anyio.CancelScope(shield=True):
                 await self._rollback()
+            if isinstance(exc, KeyTaken):
+                conflict = UploadConflict(field_name, f"{field_name}: {exc}" if field_name else str(exc))
+                self._close_if_unread(conflict)
+                raise conflict from None
             if isinstance(exc, Exception) and not isinstance(exc, UploadError | ClientDisconnect):
                 logger.exception("upload failed")
                 failure = StorageFailure(field_name)

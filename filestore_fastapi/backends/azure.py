@@ -1,4 +1,4 @@
-"""AzureStorage: Azure Blob Storage (and Azurite) through azure-storage-blob.
+"""AzureBackend: Azure Blob Storage (and Azurite) through azure-storage-blob.
 
 A file streams as staged blocks of ``part_size``, each checked by the service against its
 MD5 and going up while the next one fills; the block list is committed when the part ends.
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Config
-from ..dependency import Storage
-from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import (
+    Backend,
     Chunk,
+    KeyTaken,
     NotFound,
     ObjectInfo,
     PresignedRequest,
@@ -103,7 +103,7 @@ class AzureWriter(Writer):
     storage's janitor.
     """
 
-    def __init__(self, storage: AzureStorage, target: WriteRequest) -> None:
+    def __init__(self, storage: AzureBackend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
         self._token = uuid.uuid4().hex
@@ -347,12 +347,11 @@ class AzureWriter(Writer):
 
         return ContentSettings(content_type=self._target.content_type)
 
-    def _conflict(self, reason: str) -> UploadConflict:
-        field = self._target.field_name
-        return UploadConflict(field, f"{field}: {self._target.filename!r} could not be stored: {reason}")
+    def _conflict(self, reason: str) -> KeyTaken:
+        return KeyTaken(f"{self._target.filename!r} could not be stored: {reason}")
 
 
-class AzureStorage(Storage):
+class AzureBackend(Backend):
     """Stores files as block blobs in ``AZURE_STORAGE_CONTAINER`` under the prefix ``destination``.
 
     Connects with ``AZURE_STORAGE_CONNECTION_STRING``, else ``AZURE_STORAGE_ACCOUNT_URL`` with
@@ -367,7 +366,7 @@ class AzureStorage(Storage):
     the name exists. A file of several blocks claims its name (a one-byte block staged there)
     before its first block goes up, stepping aside from names where another upload is staging;
     in the rare race where another upload of that name commits first, the request gets 409
-    (``UploadConflict``) rather than a replaced blob. With ``overwrite=True`` two simultaneous
+    (``KeyTaken``) rather than a replaced blob. With ``overwrite=True`` two simultaneous
     uploads of one name race too: the first commit discards the other's staged blocks, and the
     other gets 409.
 
@@ -384,10 +383,8 @@ class AzureStorage(Storage):
 
     storage_name = "azure"
 
-    def __init__(
-        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
-    ) -> None:
-        super().__init__(name, count, required, config)
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
         require("azure.storage.blob", INSTALL_HINT)
         self.container_name = self.config.required_setting(
             "AZURE_STORAGE_CONTAINER", "AzureStorage needs a container"
@@ -693,7 +690,7 @@ class AzureStorage(Storage):
     def _verify(self) -> None:
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-        where = f"AzureStorage({self.name!r}): container {self.container_name!r}"
+        where = f"container {self.container_name!r}"
         prefix = "" if callable(self.config.destination) else str(self.config.destination)
         probe = self.blob(join_key(prefix, f".upload-verify-{uuid.uuid4().hex}.part"))
         try:

@@ -1,19 +1,33 @@
-"""The writer contract every backend implements: write, commit, abort.
+"""The backend contract: a ``Backend`` opens ``Writer``s (write, commit, abort, then
+revert or release), and deletes, opens, stats, verifies and cleans up objects.
 
-A backend needs one ``Storage`` subclass (``open_writer``, ``delete``, ``open``) and
-one ``Writer``. The session feeds the writer each chunk as it arrives, then either
-commits it (the object becomes visible under its final name) or aborts it (nothing of
-it remains). Once every file of the request is committed and the handler has run, each
-writer is told to ``release`` (success) or ``revert`` (the request failed after all).
-Hashing, limits and naming happen before the writer sees a byte.
+It knows nothing of HTTP, FastAPI or forms: a backend stores bytes under keys and raises
+domain errors (``NotFound``, ``KeyTaken``, ``StorageUnavailable``, anything else for a
+failure of the store), which the session maps to HTTP answers in one place. What only
+some stores can do is a capability protocol of its own (``Presigning``).
+
+The session feeds a writer each chunk as it arrives, then either commits it (the object
+becomes visible under its final name) or aborts it (nothing of it remains). Once every
+file of the request is committed and the handler has run, each writer is told to
+``release`` (success) or ``revert`` (the request failed after all). Hashing, limits and
+naming happen before the writer sees a byte.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from ..config import Config
+from .janitor import Janitor
+from .threads import WorkerPool
+
+if TYPE_CHECKING:
+    from ..filedata import FileData
 
 Chunk = bytes | memoryview
 
@@ -70,6 +84,11 @@ class Writer(ABC):
         return  # most writers keep nothing
 
 
+class KeyTaken(Exception):
+    """No key could be claimed: the name is taken (an object, a symlink, an upload that
+    finished first) and the backend may not replace it. The session answers 409."""
+
+
 class NotFound(FileNotFoundError):
     """No object under this key. Every backend raises this one type (a ``FileNotFoundError``,
     so code written for a file system keeps working)."""
@@ -97,3 +116,69 @@ class PresignedRequest:
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Stores objects under keys: what every backend implements.
+
+    Built from a ``Config`` (keys of other backends raise), with a pool of threads of its
+    own for blocking calls (``workers``) and a ``janitor`` for clean-ups that must be
+    retried after their request ended. The seed's ``*Storage`` classes are a form field
+    (``Storage``) bound to one of these.
+    """
+
+    storage_name: ClassVar[str]
+    """Short name of the backend (``"s3"``), in ``FileData.storage``."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        if config is not None and not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, not {type(config).__name__}: Config(**keys)")
+        self.config = config if config is not None else Config()
+        self.config.check_applies_to(getattr(self, "storage_name", ""), type(self).__name__)
+        name = getattr(self, "storage_name", "backend")
+        self.workers = WorkerPool(self.config.max_threads, f"filestore-{name}")
+        """This backend's own threads for its blocking calls (``max_threads`` of them)."""
+        self.janitor = Janitor(f"filestore-{name}-janitor")
+        """Retries the clean-ups that failed, after their request ended."""
+
+    @abstractmethod
+    async def open_writer(self, target: WriteRequest) -> Writer:
+        """Start storing one file; nothing is visible until the writer commits."""
+
+    @abstractmethod
+    async def delete(self, file: FileData | str) -> None:
+        """Remove a stored object, given its ``FileData`` or its key; a missing one is no error."""
+
+    @abstractmethod
+    def open(self, key: str) -> AsyncIterator[bytes]:
+        """Stream a stored object's bytes; ``NotFound`` if there is none."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size and content type of a stored object; ``NotFound`` if there is none."""
+        raise NotImplementedError(f"{type(self).__name__} has no stat()")
+
+    async def verify(self) -> None:
+        """Prove the store is usable (it exists, the credentials work, a hidden probe can
+        be written and deleted), else raise ``StorageUnavailable`` saying what is wrong."""
+        raise NotImplementedError(f"{type(self).__name__} has no verify()")
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Remove what uploads that never finished left under the destination (temp files,
+        unfinished multipart uploads, uncommitted blocks, hidden ``.upload-*`` objects)
+        and that is older than ``older_than``; returns how many were removed.
+
+        Run it from a scheduled job, with ``older_than`` above the longest an upload may
+        take: some stores date an unfinished upload from its start, not its last byte.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no cleanup()")
+
+
+@runtime_checkable
+class Presigning(Protocol):
+    """A backend that can sign requests a client makes to the store without credentials."""
+
+    async def presign_upload(
+        self, key: str, *, expires_in: int = 3600, content_type: str | None = None
+    ) -> PresignedRequest: ...
+
+    async def presign_download(self, key: str, *, expires_in: int = 3600) -> PresignedRequest: ...

@@ -1,6 +1,6 @@
-"""GCSStorage: files streamed into a Google Cloud Storage bucket as they arrive.
+"""GCSBackend: files streamed into a Google Cloud Storage bucket as they arrive.
 
-The SDK (extra "gcp") is imported when a ``GCSStorage`` is built, never by
+The SDK (extra "gcp") is imported when a ``GCSBackend`` is built, never by
 ``import filestore_fastapi``. Every SDK call blocks, so each runs in the storage's own
 threads (``Storage.workers``), and writes hop there once per upload chunk (``part_size``),
 not once per network read. Every call waits at most ``connect_timeout`` to connect and
@@ -26,13 +26,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
-from ..dependency import Storage
-from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import (
+    Backend,
     Chunk,
+    KeyTaken,
     NotFound,
     ObjectInfo,
     PresignedRequest,
@@ -188,7 +188,7 @@ class GCSWriter(Writer):
     drops the backup.
     """
 
-    def __init__(self, storage: GCSStorage, target: WriteRequest) -> None:
+    def __init__(self, storage: GCSBackend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
         self._pending: list[Chunk] = []
@@ -359,8 +359,7 @@ class GCSWriter(Writer):
             if placed.backup is not None:
                 backup = placed.backup
                 storage.clean_up(f"the backup {backup!r}", partial(storage.delete_key, backup))
-        field = self._target.field_name
-        raise UploadConflict(field, f"{field}: {self._target.filename!r} kept changing while it was replaced")
+        raise KeyTaken(f"{self._target.filename!r} kept changing while it was replaced")
 
     async def abort(self) -> None:
         self._pending, self._pending_size = [], 0
@@ -430,7 +429,7 @@ def _cancel_session(transport: Any, url: str, timeout: tuple[float, float]) -> N
         raise RuntimeError(f"cancelling a GCS upload session answered HTTP {response.status_code}")
 
 
-class GCSStorage(Storage):
+class GCSBackend(Backend):
     """Stores files in the bucket ``GCP_BUCKET_NAME`` under the key prefix ``destination``.
 
     Config: ``GCP_BUCKET_NAME`` (required; else the ``GCP_BUCKET_NAME`` environment
@@ -470,10 +469,8 @@ class GCSStorage(Storage):
 
     storage_name = "gcs"
 
-    def __init__(
-        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
-    ) -> None:
-        super().__init__(name, count, required, config)
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
         _sdk()
         self.bucket_name = self.config.required_setting("GCP_BUCKET_NAME", "GCSStorage needs a bucket")
         self.project = self.config.setting("GCP_PROJECT")
@@ -647,7 +644,7 @@ class GCSStorage(Storage):
         from google.api_core.exceptions import Forbidden, Unauthorized
         from google.api_core.exceptions import NotFound as BucketNotFound
 
-        where = f"GCSStorage({self.name!r}): bucket {self.bucket_name!r}"
+        where = f"bucket {self.bucket_name!r}"
         prefix = "" if callable(self.config.destination) else str(self.config.destination)
         probe = join_key(prefix, f"{TEMP_PREFIX}verify-{uuid.uuid4().hex}{TEMP_SUFFIX}")
         try:
@@ -737,6 +734,5 @@ def _key_of(file: FileData | str) -> str:
     return key if isinstance(key, str) else file.filename
 
 
-def _no_free_name(target: WriteRequest) -> UploadConflict:
-    field = target.field_name
-    return UploadConflict(field, f"{field}: no free name for {target.filename!r}")
+def _no_free_name(target: WriteRequest) -> KeyTaken:
+    return KeyTaken(f"no free name for {target.filename!r}")

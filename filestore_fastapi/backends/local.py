@@ -1,4 +1,4 @@
-"""LocalStorage: files on the server's disk, each byte written once.
+"""LocalBackend: files on the server's disk, each byte written once.
 
 A file streams into a temp file inside its destination directory and is linked to its
 final name when its part ends, so a partial file never carries a final name.
@@ -42,11 +42,19 @@ from typing import ClassVar
 import anyio
 
 from ..config import Config
-from ..dependency import Storage
-from ..errors import UploadConflict
 from ..filedata import FileData
 from ..naming import NameTaken, UnsafeName, claim_unique_path, ensure_inside, join_url
-from .base import Chunk, NotFound, ObjectInfo, StorageUnavailable, StoredFile, Writer, WriteRequest
+from .base import (
+    Backend,
+    Chunk,
+    KeyTaken,
+    NotFound,
+    ObjectInfo,
+    StorageUnavailable,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 
 logger = logging.getLogger("filestore_fastapi")
 
@@ -348,7 +356,7 @@ class LocalWriter(Writer):
     link and close happen in one thread hop, or none for a file under ``SMALL_FILE``.
     """
 
-    def __init__(self, storage: LocalStorage, target: WriteRequest) -> None:
+    def __init__(self, storage: LocalBackend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
         self._directory = Path(target.destination)
@@ -382,9 +390,8 @@ class LocalWriter(Writer):
             else:
                 path = await anyio.to_thread.run_sync(self._finish, chunks)
         except NameTaken:
-            field = self._target.field_name
-            raise UploadConflict(
-                field, f"{field}: the name {self._target.filename!r} is taken by something that is not a file"
+            raise KeyTaken(
+                f"the name {self._target.filename!r} is taken by something that is not a file"
             ) from None
         self._committed = path
         return StoredFile(
@@ -481,17 +488,15 @@ class LocalWriter(Writer):
             self._storage.janitor.retry("a replaced file kept to revert an upload", lambda: path.unlink(True))
 
 
-class LocalStorage(Storage):
+class LocalBackend(Backend):
     """Stores files under ``config.destination`` (created if missing)."""
 
     storage_name = "local"
     sweep_interval: ClassVar[float] = 600.0
     """Seconds between two looks for dead uploads' temp files in one directory."""
 
-    def __init__(
-        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
-    ) -> None:
-        super().__init__(name, count, required, config)
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
         self._sweeper = _Sweeper(self.sweep_interval, f"filestore-{self.storage_name}-sweeper")
         destination = self.config.destination
         if not callable(destination):
@@ -564,9 +569,7 @@ class LocalStorage(Storage):
             probe.unlink()
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise StorageUnavailable(
-                f"LocalStorage({self.name!r}): {directory} cannot be used: {reason}"
-            ) from None
+            raise StorageUnavailable(f"{directory} cannot be used: {reason}") from None
 
     async def cleanup(
         self,

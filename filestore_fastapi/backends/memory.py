@@ -1,4 +1,4 @@
-"""MemoryStorage: each file's bytes handed to the route in ``FileData.file``, kept nowhere.
+"""MemoryBackend: each file's bytes handed to the route in ``FileData.file``, kept nowhere.
 
 For payloads the handler processes without persisting them (thumbnails, parsing, passing
 them on). The storage object retains nothing once the request is over, so a long-running
@@ -14,10 +14,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from ..config import Config
-from ..dependency import Storage
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
-from .base import Chunk, NotFound, ObjectInfo, StoredFile, Writer, WriteRequest
+from .base import (
+    Backend,
+    Chunk,
+    NotFound,
+    ObjectInfo,
+    StoredFile,
+    Writer,
+    WriteRequest,
+)
 
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 
@@ -26,7 +33,7 @@ class MemoryWriter(Writer):
     """Appends to a ``BytesIO``: it grows in place and ``getvalue`` hands over its buffer
     without a copy, so a file costs about its own size once, for as long as the request."""
 
-    def __init__(self, storage: MemoryStorage, target: WriteRequest) -> None:
+    def __init__(self, storage: MemoryBackend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
         self._buffer: io.BytesIO | None = io.BytesIO()
@@ -57,7 +64,7 @@ class MemoryWriter(Writer):
             self._storage.let_go(key, self)
 
 
-class MemoryStorage(Storage):
+class MemoryBackend(Backend):
     """Hands each file's bytes to the route in ``FileData.file`` and keeps nothing.
 
     Keys are unique among the files of the requests in progress (``a.txt``, ``a-1.txt`` in
@@ -68,14 +75,12 @@ class MemoryStorage(Storage):
 
     storage_name = "memory"
 
-    def __init__(
-        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
-    ) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         config = config if config is not None else Config()
-        if "max_file_size" not in config.model_fields_set:
+        if isinstance(config, Config) and "max_file_size" not in config.model_fields_set:
             # Every byte of a file is held in memory: unlimited only when asked for.
             config = config.model_copy(update={"max_file_size": DEFAULT_MAX_FILE_SIZE})
-        super().__init__(name, count, required, config)
+        super().__init__(config)
         # The keys of committed files whose request is not over; a writer lost without
         # release or revert drops out with it.
         self._in_use: weakref.WeakValueDictionary[str, MemoryWriter] = weakref.WeakValueDictionary()

@@ -1,8 +1,8 @@
-"""S3Storage: Amazon S3 and S3-compatible stores (MinIO, LocalStack, Spaces) through boto3.
+"""S3Backend: Amazon S3 and S3-compatible stores (MinIO, LocalStack, Spaces) through boto3.
 
 A file streams as a multipart upload, one ``part_size`` part at a time, each part going up
 while the next one fills; a file smaller than one part goes up as a single ``PutObject`` at
-commit. boto3 is imported when an ``S3Storage`` is created, never by ``import filestore_fastapi``.
+commit. boto3 is imported when an ``S3Backend`` is created, never by ``import filestore_fastapi``.
 
 Every blocking call runs in the storage's own ``workers``, never in the thread pool the
 app shares, and the client waits at most ``connect_timeout`` and ``read_timeout`` per
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..config import Config
-from ..dependency import Storage
-from ..errors import UploadConflict
 from ..extras import require
 from ..filedata import FileData
 from ..naming import join_key, join_url, unique_keys
 from .base import (
+    Backend,
     Chunk,
+    KeyTaken,
     NotFound,
     ObjectInfo,
     PresignedRequest,
@@ -66,7 +66,7 @@ BACKUP_PREFIX, BACKUP_SUFFIX = ".upload-", ".bak"
 """A replaced object's hidden copy is ``<destination>/.upload-<random>.bak`` while its request
 runs; no stored name starts with a dot, so it never collides with an upload."""
 UNREADABLE = "unreadable"
-"""What ``S3Storage._etag`` says of an object it may not HEAD (no ``s3:GetObject``)."""
+"""What ``S3Backend._etag`` says of an object it may not HEAD (no ``s3:GetObject``)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class S3Writer(Writer):
     With ``overwrite``, the object a commit is about to replace is first copied (by S3) to
     a hidden backup key: ``revert`` copies it back, ``release`` deletes the copy."""
 
-    def __init__(self, storage: S3Storage, target: WriteRequest) -> None:
+    def __init__(self, storage: S3Backend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
         self._parts: list[CompletedPartTypeDef] = []
@@ -280,12 +280,11 @@ class S3Writer(Writer):
         )
         return response["UploadId"]
 
-    def _conflict(self, reason: str) -> UploadConflict:
-        field = self._target.field_name
-        return UploadConflict(field, f"{field}: {self._target.filename!r} could not be stored: {reason}")
+    def _conflict(self, reason: str) -> KeyTaken:
+        return KeyTaken(f"{self._target.filename!r} could not be stored: {reason}")
 
 
-class S3Storage(Storage):
+class S3Backend(Backend):
     """Stores files as objects in ``AWS_BUCKET_NAME`` under the key prefix ``destination``.
 
     Credentials come from boto3's standard chain (environment, shared credentials file,
@@ -300,7 +299,7 @@ class S3Storage(Storage):
     (no object, no other upload under way, checked again once its own is listed): two
     multipart uploads never pick one key. Should a small file of that name land there
     during that check, the completion is refused and the request gets 409
-    (``UploadConflict``) rather than replacing it. Stores without conditional writes
+    (``KeyTaken``) rather than replacing it. Stores without conditional writes
     ignore the header or refuse it; use them with ``overwrite=True`` or unique names.
     The search for a free key of a multipart upload needs ``s3:ListBucket`` and
     ``s3:ListBucketMultipartUploads``; without them a large file whose name is taken is
@@ -309,10 +308,8 @@ class S3Storage(Storage):
 
     storage_name = "s3"
 
-    def __init__(
-        self, name: str, count: int = 1, required: bool = True, config: Config | None = None
-    ) -> None:
-        super().__init__(name, count, required, config)
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
         require("boto3", INSTALL_HINT)
         self.bucket = self.config.required_setting("AWS_BUCKET_NAME", "S3Storage needs a bucket")
         self.region = self.config.setting("AWS_DEFAULT_REGION")
@@ -576,7 +573,7 @@ class S3Storage(Storage):
         await self.workers.run(self._verify)
 
     def _verify(self) -> None:
-        where = f"S3Storage({self.name!r}): bucket {self.bucket!r}"
+        where = f"bucket {self.bucket!r}"
         prefix = "" if callable(self.config.destination) else str(self.config.destination)
         probe = join_key(prefix, f".upload-verify-{secrets.token_hex(8)}.part")
         try:

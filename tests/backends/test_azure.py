@@ -35,8 +35,7 @@ from azure.storage.blob import (
 from fastapi import Depends, FastAPI
 from starlette.requests import ClientDisconnect
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.azure import AzureStorage
+from filestore_fastapi import AzureStorage, Config, FileData
 from tests.asgi import post_scope
 from tests.contract.harness_azure import everything_in
 from tests.emulators import Azurite

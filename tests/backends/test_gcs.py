@@ -38,8 +38,7 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage as gcs
 from google.oauth2 import service_account
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.gcs import GCSStorage
+from filestore_fastapi import Config, FileData, GCSStorage
 from tests.emulators import FakeGcsServer
 from tests.httpclient import httpx
 

@@ -31,8 +31,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.types import Message
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.s3 import S3Storage
+from filestore_fastapi import Config, FileData, S3Storage
 from tests.asgi import post_scope
 from tests.contract.harness_s3 import moto_client, moto_credentials
 from tests.emulators import MotoServer

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from filestore_fastapi import Config, FileData, Storage
-from filestore_fastapi.backends.azure import AzureStorage
+from filestore_fastapi import AzureStorage, Config, FileData, Storage
 from tests.emulators import Azurite
 
 if TYPE_CHECKING:

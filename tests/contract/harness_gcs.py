@@ -16,8 +16,7 @@ from typing import Any
 import anyio
 from google.cloud import storage as gcs
 
-from filestore_fastapi import Config, FileData, Storage
-from filestore_fastapi.backends.gcs import GCSStorage
+from filestore_fastapi import Config, FileData, GCSStorage, Storage
 from tests.emulators import FakeGcsServer
 
 

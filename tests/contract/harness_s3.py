@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import boto3
 
-from filestore_fastapi import Config, FileData, Storage
-from filestore_fastapi.backends.s3 import S3Storage
+from filestore_fastapi import Config, FileData, S3Storage, Storage
 from tests.emulators import MotoServer
 
 if TYPE_CHECKING:

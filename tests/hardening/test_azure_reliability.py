@@ -33,8 +33,7 @@ from azure.storage.blob import ContainerClient, ContentSettings
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-from filestore_fastapi import Config, FileData, FormModel
-from filestore_fastapi.backends.azure import AzureStorage
+from filestore_fastapi import AzureStorage, Config, FileData, FormModel
 from tests.contract.harness_azure import Harness, everything_in
 from tests.e2e.server import free_port
 from tests.emulators import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME

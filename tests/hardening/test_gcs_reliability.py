@@ -38,8 +38,7 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage as gcs
 from pydantic import BaseModel
 
-from filestore_fastapi import Config, FileData, FormModel
-from filestore_fastapi.backends.gcs import GCSStorage
+from filestore_fastapi import Config, FileData, FormModel, GCSStorage
 from tests.contract.harness_gcs import Harness
 from tests.httpclient import httpx
 

@@ -26,9 +26,8 @@ import anyio
 import pytest
 from fastapi import Depends, FastAPI, HTTPException
 
-from filestore_fastapi import FileData
+from filestore_fastapi import FileData, S3Storage
 from filestore_fastapi.backends import s3 as s3_backend
-from filestore_fastapi.backends.s3 import S3Storage
 from tests.asgi import post_scope
 
 from .proxy import FaultyProxy

@@ -25,8 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from filestore_fastapi import Config
-from filestore_fastapi.backends.s3 import S3Storage
+from filestore_fastapi import Config, S3Storage
 from tests.e2e.server import run_uvicorn
 from tests.httpclient import httpx
 

@@ -14,8 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.azure import AzureStorage
+from filestore_fastapi import AzureStorage, Config, FileData
 
 storage = AzureStorage(
     "file",

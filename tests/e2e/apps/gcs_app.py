@@ -14,8 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.gcs import GCSStorage
+from filestore_fastapi import Config, FileData, GCSStorage
 
 storage = GCSStorage(
     "file",

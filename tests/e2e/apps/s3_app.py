@@ -14,8 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from filestore_fastapi import Config, FileData
-from filestore_fastapi.backends.s3 import S3Storage
+from filestore_fastapi import Config, FileData, S3Storage
 
 storage = S3Storage(
     "file",

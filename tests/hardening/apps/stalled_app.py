@@ -14,8 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from filestore_fastapi import Config, FileData, LocalStorage
-from filestore_fastapi.backends.s3 import S3Storage
+from filestore_fastapi import Config, FileData, LocalStorage, S3Storage
 
 MiB = 1024 * 1024
 

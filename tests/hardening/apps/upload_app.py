@@ -17,15 +17,15 @@ from tests.hardening.routes import upload_app
 
 def _storage_class(backend: str) -> type[Storage]:
     if backend == "s3":
-        from filestore_fastapi.backends.s3 import S3Storage
+        from filestore_fastapi import S3Storage
 
         return S3Storage
     if backend == "gcs":
-        from filestore_fastapi.backends.gcs import GCSStorage
+        from filestore_fastapi import GCSStorage
 
         return GCSStorage
     if backend == "azure":
-        from filestore_fastapi.backends.azure import AzureStorage
+        from filestore_fastapi import AzureStorage
 
         return AzureStorage
     return {"local": LocalStorage, "memory": MemoryStorage}[backend]
