@@ -9,9 +9,14 @@ import re
 import secrets
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 from urllib.parse import quote
+
+from .backends.base import KeyTaken
+
+T = TypeVar("T")
 
 MAX_NAME_BYTES = 255
 MAX_SUFFIX_ATTEMPTS = 10_000
@@ -191,21 +196,21 @@ def claim_unique_path(source: Path, directory: Path, name: str, *, overwrite: bo
         target = ensure_inside(directory, name, follow_symlinks=False)
         replace_regular_file(source, target)
         return target
-    for candidate in candidate_names(name):
+
+    def link(candidate: str) -> Path | None:
         target = ensure_inside(directory, candidate, follow_symlinks=False)
         try:
             os.link(source, target)
         except FileExistsError:
-            continue
+            return None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-            if not _claim_by_exclusive_create(source, target):
-                continue
-        else:
-            os.unlink(source)
+            return target if _claim_by_exclusive_create(source, target) else None
+        os.unlink(source)
         return target
-    raise FileExistsError(errno.EEXIST, f"no free name for {name!r}")
+
+    return claim_first_free(candidate_names(name), link)
 
 
 def _claim_by_exclusive_create(source: Path, target: Path) -> bool:
@@ -217,6 +222,24 @@ def _claim_by_exclusive_create(source: Path, target: Path) -> bool:
     os.close(fd)
     os.replace(source, target)
     return True
+
+
+def claim_first_free(candidates: Iterable[str], try_claim: Callable[[str], T | None]) -> T:
+    """What ``try_claim`` returns for the first candidate it takes (it returns None when
+    the name is taken); ``KeyTaken`` when every candidate is.
+
+    The one loop of every backend's collision policy: each backend supplies only its
+    atomic "create if absent" (``os.link``, ``If-None-Match: *``, ``ifGenerationMatch=0``,
+    Azure's conditional commit), so the order of names and the bound on attempts are the
+    same everywhere.
+    """
+    first = None
+    for candidate in candidates:
+        first = first or candidate
+        claimed = try_claim(candidate)
+        if claimed is not None:
+            return claimed
+    raise KeyTaken(f"no free name for {first!r}")
 
 
 def unique_keys(name: str, prefix: str = "") -> Iterator[str]:
@@ -244,6 +267,7 @@ __all__ = [
     "UnsafeName",
     "candidate_names",
     "check_safe_name",
+    "claim_first_free",
     "claim_unique_path",
     "ensure_inside",
     "join_key",

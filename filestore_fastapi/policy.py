@@ -1,6 +1,13 @@
-"""Per-part decisions: may this part be stored, under which name, where.
+"""Per-file decisions: may this file be stored, under which name, where, at three moments.
 
-Everything here runs when a part's headers arrive, before any of its bytes is stored.
+- its headers (``check_count``, ``check_part``, ``target_name``, ``target_destination``),
+  before any byte is stored;
+- its bytes as they arrive (``check_size``; ``verify_content`` judges the first ones);
+- its end (``check_complete``).
+
+None of it needs a multipart body: a file that arrives another way (a resumable upload,
+a direct upload confirmed later) is judged by the same functions. A new limit is a
+``Config`` field and a line here.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 from starlette.requests import Request
 
 from .config import Config, Hook
-from .errors import UnsupportedMediaType, ValidationFailed
+from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from .naming import UnsafeName, check_safe_name, sanitize_filename, split_extension
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -46,6 +53,26 @@ def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     media_type = content_type.split(";", 1)[0].strip()
     major = media_type.split("/", 1)[0]
     return media_type in allowed or f"{major}/*" in allowed
+
+
+def check_count(field: str, number: int, count: int) -> None:
+    """The ``number``-th file of ``field`` (from 1) is one too many for its ``count``: 422."""
+    if number > count:
+        raise ValidationFailed(field, f"{field}: more than count={count} files")
+
+
+def check_size(config: Config, field: str, size: int) -> None:
+    """``size`` bytes received so far: 413 the moment they pass ``max_file_size``."""
+    limit = config.max_file_size
+    if limit is not None and size > limit:
+        raise PayloadTooLarge(field, f"{field}: file exceeds max_file_size of {limit} bytes")
+
+
+def check_complete(config: Config, field: str, size: int) -> None:
+    """The whole file is ``size`` bytes: 422 under ``min_file_size``."""
+    limit = config.min_file_size
+    if limit is not None and size < limit:
+        raise ValidationFailed(field, f"{field}: file is smaller than min_file_size of {limit} bytes")
 
 
 async def check_part(config: Config, context: UploadContext) -> None:

@@ -44,7 +44,10 @@ from .policy import (
     DEFAULT_CONTENT_TYPE,
     UploadContext,
     call_hook,
+    check_complete,
+    check_count,
     check_part,
+    check_size,
     target_destination,
     target_name,
 )
@@ -357,8 +360,7 @@ class UploadSession:
         if storage is None or part.filename == "":
             return  # a file for a field nobody declared, or an empty file input: drained
         received = sum(1 for f in self._complete if f.context.field_name == part.name)
-        if received >= storage.count:
-            raise ValidationFailed(part.name, f"{part.name}: more than count={storage.count} files")
+        check_count(part.name, received + 1, storage.count)
         context = UploadContext(
             request=self.request,
             field_name=part.name,
@@ -383,10 +385,7 @@ class UploadSession:
         if self._open is not None:
             current = self._open
             current.size += len(data)
-            limit = current.storage.config.max_file_size
-            if limit is not None and current.size > limit:
-                name = current.context.field_name
-                raise PayloadTooLarge(name, f"{name}: file exceeds max_file_size of {limit} bytes")
+            check_size(current.storage.config, current.context.field_name, current.size)
             current.batch.append(data)
             if current.batch.size >= self._batch_bytes:
                 await current.settle()
@@ -422,10 +421,7 @@ class UploadSession:
         _hash_all(current.hasher, tail)
         for chunk in tail:
             await current.writer.write(chunk)
-        config, name = current.storage.config, current.context.field_name
-        if config.min_file_size is not None and current.size < config.min_file_size:
-            limit = config.min_file_size
-            raise ValidationFailed(name, f"{name}: file is smaller than min_file_size of {limit} bytes")
+        check_complete(current.storage.config, current.context.field_name, current.size)
         self._complete.append(current)
         self._open = None
 

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .backends.base import Chunk, StoredFile, Writer, WriteRequest
+from .buffer import ChunkBuffer
 from .errors import UnsupportedMediaType
 from .extras import require
 from .policy import content_type_allowed
@@ -77,8 +78,7 @@ class ContentCheckingWriter(Writer):
     def __init__(self, storage: Storage, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._held: list[Chunk] = []
-        self._held_size = 0
+        self._held = ChunkBuffer()
         self._inner: Writer | None = None
 
     async def write(self, chunk: Chunk) -> None:
@@ -86,8 +86,7 @@ class ContentCheckingWriter(Writer):
             await self._inner.write(chunk)
             return
         self._held.append(chunk)
-        self._held_size += len(chunk)
-        if self._held_size >= SNIFF_BYTES:
+        if self._held.size >= SNIFF_BYTES:
             await self._verify_and_open(complete=False)
 
     async def commit(self) -> StoredFile:
@@ -97,7 +96,7 @@ class ContentCheckingWriter(Writer):
         return await self._inner.commit()
 
     async def abort(self) -> None:
-        self._held = []
+        self._held.clear()
         if self._inner is not None:
             await self._inner.abort()
 
@@ -110,15 +109,17 @@ class ContentCheckingWriter(Writer):
         await self._inner.release()
 
     async def _verify_and_open(self, *, complete: bool) -> None:
-        head = b"".join(bytes(chunk) for chunk in self._held)[:SNIFF_BYTES]
+        held = self._held.take()
+        head = bytearray()
+        for piece in held:
+            head += memoryview(piece)[: SNIFF_BYTES - len(head)]
         allowed = self._storage.config.allowed_content_types or ()
-        real = sniff_content_type(head, self._target.content_type, complete=complete)
+        real = sniff_content_type(bytes(head), self._target.content_type, complete=complete)
         if not content_type_allowed(real, allowed):
             field = self._target.field_name
             raise UnsupportedMediaType(
                 field, f"{field}: the content is {real}, which is not allowed (allowed: {', '.join(allowed)})"
             )
         self._inner = await self._storage.open_writer(self._target)
-        held, self._held = self._held, []
         for chunk in held:
             await self._inner.write(chunk)

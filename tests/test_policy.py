@@ -7,8 +7,16 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from filestore_fastapi import Config, UnsupportedMediaType, UploadContext, ValidationFailed
-from filestore_fastapi.policy import check_part, content_type_allowed, target_destination, target_name
+from filestore_fastapi import Config, PayloadTooLarge, UnsupportedMediaType, UploadContext, ValidationFailed
+from filestore_fastapi.policy import (
+    check_complete,
+    check_count,
+    check_part,
+    check_size,
+    content_type_allowed,
+    target_destination,
+    target_name,
+)
 
 
 def context(
@@ -204,3 +212,17 @@ async def test_destination_from_config_or_a_sync_or_async_hook() -> None:
     with_form = context(form={"user": "carol"})
     assert await target_destination(Config(destination=per_user), with_form) == "uploads/carol"
     assert await target_destination(Config(destination=lambda ctx: ctx.field_name), with_form) == "document"
+
+
+def test_the_byte_and_end_moments_judge_a_file_without_a_body() -> None:
+    # What a resumable or direct upload will call: no multipart body, no request.
+    config = Config(max_file_size=10, min_file_size=2)
+    check_size(config, "doc", 10)
+    with pytest.raises(PayloadTooLarge, match=r"doc: file exceeds max_file_size of 10 bytes"):
+        check_size(config, "doc", 11)
+    check_complete(config, "doc", 2)
+    with pytest.raises(ValidationFailed, match=r"doc: file is smaller than min_file_size of 2 bytes"):
+        check_complete(config, "doc", 1)
+    check_count("doc", 3, 3)
+    with pytest.raises(ValidationFailed, match=r"doc: more than count=3 files"):
+        check_count("doc", 4, 3)

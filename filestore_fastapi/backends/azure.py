@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -182,15 +182,18 @@ class AzureWriter(Writer):
         storage, target = self._storage, self._target
         if storage.config.overwrite:
             return storage.blob(join_key(target.destination, target.filename))
-        for key in unique_keys(target.filename, target.destination):
+
+        def stage_claim_block(key: str) -> BlobClient | None:
             blob = storage.blob(key)
             if storage.occupied(blob):
-                continue
+                return None
             blob.stage_block(self._block_id(CLAIM_BLOCK), b"\0")
             if storage.staged_only_by(blob, self._token):
                 return blob
             time.sleep(random.uniform(0, STEP_ASIDE_PAUSE))
-        raise self._conflict("no free name left")
+            return None
+
+        return claim_first_free(unique_keys(target.filename, target.destination), stage_claim_block)
 
     def _commit_blocks(self, pieces: list[Chunk]) -> StoredFile:
         from azure.core import MatchConditions
@@ -259,16 +262,18 @@ class AzureWriter(Writer):
             replacing = "other uploads of the same name kept replacing it"
             etag = self._replace(blob, put, lambda blob: self._put_here(blob, md5), reason=replacing)
             return self._stored(blob, etag)
-        for key in unique_keys(target.filename, target.destination):
+
+        def put_if_absent(key: str) -> StoredFile | None:
             blob = storage.blob(key)
             if storage.occupied(blob):
-                continue  # a blob, or a larger upload of this name on its way there
+                return None  # a blob, or a larger upload of this name on its way there
             try:
                 response = blob.upload_blob(data, overwrite=False, **options)
             except ResourceExistsError:
-                continue
+                return None
             return self._stored(blob, str(response["etag"]))
-        raise self._conflict("no free name left")
+
+        return claim_first_free(unique_keys(target.filename, target.destination), put_if_absent)
 
     def _put_here(self, blob: BlobClient, md5: bytes) -> str | None:
         """The blob's etag if it holds our bytes and type (a Put Blob retried after its reply was

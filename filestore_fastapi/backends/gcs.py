@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..buffer import ChunkBuffer
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -191,8 +192,7 @@ class GCSWriter(Writer):
     def __init__(self, storage: GCSBackend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._pending: list[Chunk] = []
-        self._pending_size = 0
+        self._pending = ChunkBuffer()
         self._upload: BlobWriter | None = None
         self._upload_key: str | None = None
         self._temp: str | None = None  # a temp object that may exist
@@ -201,9 +201,8 @@ class GCSWriter(Writer):
 
     async def write(self, chunk: Chunk) -> None:
         self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        if self._pending_size >= self._storage.chunk_size:
-            chunks, self._pending, self._pending_size = self._pending, [], 0
+        if self._pending.size >= self._storage.chunk_size:
+            chunks = self._pending.take()
             await self._in_thread(self._send, chunks)
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
@@ -242,7 +241,7 @@ class GCSWriter(Writer):
         return writer
 
     async def commit(self) -> StoredFile:
-        chunks, self._pending, self._pending_size = self._pending, [], 0
+        chunks = self._pending.take()
         placed = await self._in_thread(self._finish, chunks)
         return StoredFile(
             filename=placed.key,
@@ -320,13 +319,16 @@ class GCSWriter(Writer):
     ) -> Placement:
         """``overwrite=False``: the first free name of ``doc.pdf``, ``doc-1.pdf``, ..., each
         claimed with ``ifGenerationMatch=0``."""
-        for key in unique_keys(self._target.filename, self._target.destination):
+
+        def create_if_absent(key: str) -> Placement | None:
             if probe and self._storage.get(key) is not None:
-                continue  # a metadata read is cheaper than a refused copy
+                return None  # a metadata read is cheaper than a refused copy
             placed = Placement(key, replaced=0, checksum=checksum, source=source)
-            if self._write_placement(placed, put):
-                return placed
-        raise _no_free_name(self._target)
+            return placed if self._write_placement(placed, put) else None
+
+        return claim_first_free(
+            unique_keys(self._target.filename, self._target.destination), create_if_absent
+        )
 
     def _replace(
         self, put: Callable[[str, int], int], checksum: tuple[str, int] | None, source: str | None
@@ -362,7 +364,7 @@ class GCSWriter(Writer):
         raise KeyTaken(f"{self._target.filename!r} kept changing while it was replaced")
 
     async def abort(self) -> None:
-        self._pending, self._pending_size = [], 0
+        self._pending.clear()
         future, self._in_flight = self._in_flight, None
         if future is not None:
             await wait_out(future)
@@ -732,7 +734,3 @@ def _key_of(file: FileData | str) -> str:
         return file
     key = file.metadata.get("key")
     return key if isinstance(key, str) else file.filename
-
-
-def _no_free_name(target: WriteRequest) -> KeyTaken:
-    return KeyTaken(f"no free name for {target.filename!r}")

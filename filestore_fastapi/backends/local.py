@@ -41,6 +41,7 @@ from typing import ClassVar
 
 import anyio
 
+from ..buffer import ChunkBuffer
 from ..config import Config
 from ..filedata import FileData
 from ..naming import NameTaken, UnsafeName, claim_unique_path, ensure_inside, join_url
@@ -362,17 +363,15 @@ class LocalWriter(Writer):
         self._directory = Path(target.destination)
         self._fd: int | None = None
         self._temp: Path | None = None
-        self._pending: list[Chunk] = []
-        self._pending_size = 0
+        self._pending = ChunkBuffer()
         self._committed: Path | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the committed file
         self._backup: _Backup | None = None
 
     async def write(self, chunk: Chunk) -> None:
         self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        if self._pending_size >= self._storage.config.chunk_size:
-            chunks, self._pending, self._pending_size = self._pending, [], 0
+        if self._pending.size >= self._storage.config.chunk_size:
+            chunks = self._pending.take()
             await anyio.to_thread.run_sync(self._write, chunks)
 
     def _write(self, chunks: Sequence[Chunk]) -> None:
@@ -382,8 +381,8 @@ class LocalWriter(Writer):
             _write_all(self._fd, chunks)
 
     async def commit(self) -> StoredFile:
-        chunks, size = self._pending, self._pending_size
-        self._pending, self._pending_size = [], 0
+        size = self._pending.size
+        chunks = self._pending.take()
         try:
             if self._fd is None and size <= SMALL_FILE:
                 path = self._finish(chunks)  # a few syscalls: cheaper here than a thread hop
@@ -429,7 +428,7 @@ class LocalWriter(Writer):
             os.close(fd)
 
     async def abort(self) -> None:
-        self._pending = []
+        self._pending.clear()
         if self._temp is not None or self._fd is not None:
             await anyio.to_thread.run_sync(self._discard)
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from ..config import Config
 from ..filedata import FileData
-from ..naming import join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -89,7 +89,9 @@ class MemoryBackend(Backend):
         """The file's key: the first one no request in progress holds (no await: atomic)."""
         if self.config.overwrite:
             return join_key(target.destination, target.filename)
-        key = next(k for k in unique_keys(target.filename, target.destination) if k not in self._in_use)
+        key = claim_first_free(
+            unique_keys(target.filename, target.destination), lambda k: None if k in self._in_use else k
+        )
         self._in_use[key] = writer
         return key
 

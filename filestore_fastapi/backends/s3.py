@@ -28,7 +28,7 @@ from urllib.parse import quote
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -236,18 +236,20 @@ class S3Writer(Writer):
             self._keep_previous(key)
             self._etag = _plain(self._client.put_object(Key=key, **put_args).get("ETag"))
             return key
-        for key in unique_keys(target.filename, target.destination):
+
+        def put_if_absent(key: str) -> str | None:
             if storage._uploads_in_progress(key):
-                continue  # a larger file of this name is on its way there
+                return None  # a larger file of this name is on its way there
             try:
                 response = self._client.put_object(Key=key, IfNoneMatch="*", **put_args)
             except Exception as exc:
                 if _error_code(exc) in TAKEN:
-                    continue
+                    return None
                 raise
             self._etag = _plain(response.get("ETag"))
             return key
-        raise self._conflict("no free name left")
+
+        return claim_first_free(unique_keys(target.filename, target.destination), put_if_absent)
 
     def _claim_multipart_key(self) -> tuple[str, str]:
         """Start the multipart upload under the first free key.
@@ -261,9 +263,10 @@ class S3Writer(Writer):
         if storage.config.overwrite:
             key = join_key(target.destination, target.filename)
             return key, self._create_upload(key)
-        for key in unique_keys(target.filename, target.destination):
+
+        def start_if_alone(key: str) -> tuple[str, str] | None:
             if storage._exists(key) or storage._uploads_in_progress(key):
-                continue
+                return None
             upload_id = self._create_upload(key)
             try:
                 if not storage._uploads_in_progress(key, besides=upload_id) and not storage._exists(key):
@@ -272,7 +275,9 @@ class S3Writer(Writer):
                 storage._abort_or_retry(key, upload_id)
                 raise
             storage._abort_or_retry(key, upload_id)
-        raise self._conflict("no free name left")
+            return None
+
+        return claim_first_free(unique_keys(target.filename, target.destination), start_if_alone)
 
     def _create_upload(self, key: str) -> str:
         response = self._client.create_multipart_upload(
