@@ -242,6 +242,13 @@ def claim_first_free(candidates: Iterable[str], try_claim: Callable[[str], T | N
     raise KeyTaken(f"no free name for {first!r}")
 
 
+def probe_key(destination: object) -> str:
+    """A hidden key that ``verify()`` writes and deletes: under a fixed destination (its
+    root is what uploads need), at the top for a destination hook."""
+    prefix = "" if callable(destination) else str(destination)
+    return join_key(prefix, f".upload-verify-{secrets.token_hex(8)}.part")
+
+
 def unique_keys(name: str, prefix: str = "") -> Iterator[str]:
     """Object-store keys under ``prefix`` in the same collision order as local files."""
     for candidate in candidate_names(name):
@@ -272,6 +279,7 @@ __all__ = [
     "ensure_inside",
     "join_key",
     "join_url",
+    "probe_key",
     "sanitize_filename",
     "truncate_name",
     "unique_keys",

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -696,8 +696,7 @@ class AzureBackend(Backend):
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
         where = f"container {self.container_name!r}"
-        prefix = "" if callable(self.config.destination) else str(self.config.destination)
-        probe = self.blob(join_key(prefix, f".upload-verify-{uuid.uuid4().hex}.part"))
+        probe = self.blob(probe_key(self.config.destination))
         try:
             self.container().get_container_properties()
             probe.upload_blob(b"", overwrite=False)

@@ -29,7 +29,7 @@ from ..buffer import ChunkBuffer
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -647,8 +647,7 @@ class GCSBackend(Backend):
         from google.api_core.exceptions import NotFound as BucketNotFound
 
         where = f"bucket {self.bucket_name!r}"
-        prefix = "" if callable(self.config.destination) else str(self.config.destination)
-        probe = join_key(prefix, f"{TEMP_PREFIX}verify-{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        probe = probe_key(self.config.destination)
         try:
             self.bucket().reload(timeout=self.timeout, retry=self.retry_here())
             self.bucket().blob(probe).upload_from_string(b"", timeout=self.timeout, retry=self.retry_here())

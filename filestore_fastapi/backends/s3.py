@@ -28,7 +28,7 @@ from urllib.parse import quote
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
 from .base import (
     Backend,
     Chunk,
@@ -579,8 +579,7 @@ class S3Backend(Backend):
 
     def _verify(self) -> None:
         where = f"bucket {self.bucket!r}"
-        prefix = "" if callable(self.config.destination) else str(self.config.destination)
-        probe = join_key(prefix, f".upload-verify-{secrets.token_hex(8)}.part")
+        probe = probe_key(self.config.destination)
         try:
             self.client().head_bucket(Bucket=self.bucket)
             self.client().put_object(Bucket=self.bucket, Key=probe, Body=b"")
