@@ -31,16 +31,16 @@ import uvicorn
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel
 
-from filestore_fastapi import AzureStorage, Config, FileData, FormModel
+from filestore_fastapi import AzureStorage, Config, FileData
 from tests.contract.harness_azure import Harness, everything_in
 from tests.e2e.server import free_port
 from tests.emulators import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME
 from tests.httpclient import httpx
 
+from .failing_routes import HOWS, fail_after_commit, in_process
 from .proxy import FaultyProxy
-from .support import BOUNDARY, content_type, file_part, form, text_part, wait_until
+from .support import BOUNDARY, content_type, file_part, wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -63,11 +63,6 @@ def container_of(harness: Harness, storage: AzureStorage) -> ContainerClient:
     return harness.service.get_container_client(storage.container_name)
 
 
-def in_process(app: FastAPI) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
-
-
 def blob_bytes(container: ContainerClient, name: str) -> bytes | None:
     try:
         data: bytes = container.get_blob_client(name).download_blob().readall()
@@ -87,67 +82,8 @@ def blob_state(container: ContainerClient, name: str) -> tuple[bytes, str | None
 # -- item 4: overwrite=True and a request that fails after its commit --------------------------
 
 
-class Note(BaseModel):
-    copies: int
-
-
-async def fail_after_commit(harness: Harness, storage: AzureStorage, how: str, data: bytes) -> None:
-    """POST ``data`` as ``doc.bin`` (image/png) to a route that fails ``how``, after the commit."""
-    app = FastAPI()
-    body = [file_part("file", "doc.bin", data, "image/png")]
-
-    if how == "handler raises":
-
-        @app.post("/fail")
-        async def raises(files: Annotated[list[FileData], Depends(storage)]) -> None:
-            raise RuntimeError("the handler failed after the files were stored")
-
-    elif how == "a later file fails":
-        # Another storage's file of the same request fails at its own commit (no such container).
-        broken = AzureStorage(
-            "other",
-            config=storage.config.model_copy(update={"AZURE_STORAGE_CONTAINER": "no-such-container"}),
-        )
-        body.append(file_part("other", "other.bin", b"never stored"))
-
-        @app.post("/fail")
-        async def two_storages(
-            files: Annotated[list[FileData], Depends(storage)],
-            others: Annotated[list[FileData], Depends(broken)],
-        ) -> None:
-            raise AssertionError("never reached")
-
-    elif how == "the form is invalid":
-        body.append(text_part("copies", b"many"))  # after the file: refused once the file is stored
-
-        @app.post("/fail")
-        async def validated(
-            files: Annotated[list[FileData], Depends(storage)],
-            note: Annotated[Note, Depends(FormModel(Note))],
-        ) -> None:
-            raise AssertionError("never reached")
-
-    else:
-        assert how == "the handler is cancelled"
-
-        @app.post("/fail")
-        async def hangs(files: Annotated[list[FileData], Depends(storage)]) -> None:
-            await asyncio.sleep(3600)
-
-    async with in_process(app) as client:
-        post = client.post("/fail", content=form(*body), headers={"content-type": content_type()})
-        if how == "the handler is cancelled":
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(post, timeout=2)  # a timeout middleware, a shutdown
-        else:
-            reply = await post
-            assert reply.status_code in (422, 500), reply.text
-
-
 @SIZES
-@pytest.mark.parametrize(
-    "how", ["handler raises", "a later file fails", "the form is invalid", "the handler is cancelled"]
-)
+@pytest.mark.parametrize("how", HOWS)
 async def test_a_failed_overwrite_leaves_the_old_blob_as_it_was(
     hardening_azure: Harness, how: str, size: int
 ) -> None:
@@ -156,7 +92,10 @@ async def test_a_failed_overwrite_leaves_the_old_blob_as_it_was(
     settings = ContentSettings(content_type=OLD_TYPE)
     container.upload_blob("doc.bin", OLD, content_settings=settings, metadata=OLD_METADATA)
 
-    await fail_after_commit(hardening_azure, storage, how, os.urandom(size))
+    broken = AzureStorage(
+        "other", config=storage.config.model_copy(update={"AZURE_STORAGE_CONTAINER": "no-such-container"})
+    )
+    await fail_after_commit(storage, broken, how, "doc.bin", os.urandom(size))
 
     assert blob_state(container, "doc.bin") == (OLD, OLD_TYPE, OLD_METADATA)
     assert everything_in(container) == ["doc.bin"]  # no backup, no staged block left

@@ -36,14 +36,14 @@ from fastapi import Depends, FastAPI
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage as gcs
-from pydantic import BaseModel
 
-from filestore_fastapi import Config, FileData, FormModel, GCSStorage
+from filestore_fastapi import Config, FileData, GCSStorage
 from tests.contract.harness_gcs import Harness
 from tests.httpclient import httpx
 
+from .failing_routes import HOWS, fail_after_commit, in_process
 from .proxy import FaultyProxy
-from .support import content_type, file_part, form, text_part, wait_until
+from .support import wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -103,11 +103,6 @@ def put_old(bucket: Any, key: str) -> None:
     blob.upload_from_string(OLD, content_type=OLD_TYPE)
 
 
-def in_process(app: FastAPI) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
-
-
 def upload_route(storage: GCSStorage) -> FastAPI:
     app = FastAPI()
 
@@ -121,66 +116,8 @@ def upload_route(storage: GCSStorage) -> FastAPI:
 # -- item 4: overwrite=True and a request that fails after its commit --------------------------
 
 
-class Note(BaseModel):
-    copies: int
-
-
-async def fail_after_commit(storage: GCSStorage, how: str, data: bytes) -> None:
-    """POST ``data`` as ``doc.csv`` (image/png) to a route that fails ``how``, after the commit."""
-    app = FastAPI()
-    body = [file_part("file", "doc.csv", data, "image/png")]
-
-    if how == "handler raises":
-
-        @app.post("/fail")
-        async def raises(files: Annotated[list[FileData], Depends(storage)]) -> None:
-            raise RuntimeError("the handler failed after the files were stored")
-
-    elif how == "a later file fails":
-        # Another storage's file of the same request fails at its own commit (no such bucket).
-        broken = GCSStorage(
-            "other", config=storage.config.model_copy(update={"GCP_BUCKET_NAME": "no-such-bucket-4c1d"})
-        )
-        body.append(file_part("other", "other.bin", b"never stored"))
-
-        @app.post("/fail")
-        async def two_storages(
-            files: Annotated[list[FileData], Depends(storage)],
-            others: Annotated[list[FileData], Depends(broken)],
-        ) -> None:
-            raise AssertionError("never reached")
-
-    elif how == "the form is invalid":
-        body.append(text_part("copies", b"many"))  # after the file: refused once the file is stored
-
-        @app.post("/fail")
-        async def validated(
-            files: Annotated[list[FileData], Depends(storage)],
-            note: Annotated[Note, Depends(FormModel(Note))],
-        ) -> None:
-            raise AssertionError("never reached")
-
-    else:
-        assert how == "the handler is cancelled"
-
-        @app.post("/fail")
-        async def hangs(files: Annotated[list[FileData], Depends(storage)]) -> None:
-            await asyncio.sleep(3600)
-
-    async with in_process(app) as client:
-        post = client.post("/fail", content=form(*body), headers={"content-type": content_type()})
-        if how == "the handler is cancelled":
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(post, timeout=2)  # a timeout middleware, a shutdown
-        else:
-            reply = await post
-            assert reply.status_code in (422, 500), reply.text
-
-
 @SIZES
-@pytest.mark.parametrize(
-    "how", ["handler raises", "a later file fails", "the form is invalid", "the handler is cancelled"]
-)
+@pytest.mark.parametrize("how", HOWS)
 async def test_a_failed_overwrite_leaves_the_old_object_as_it_was(
     hardening_gcs: Harness, how: str, size: int
 ) -> None:
@@ -189,7 +126,10 @@ async def test_a_failed_overwrite_leaves_the_old_object_as_it_was(
     key = key_of(storage, "doc.csv")
     put_old(bucket, key)
 
-    await fail_after_commit(storage, how, os.urandom(size))
+    broken = GCSStorage(
+        "other", config=storage.config.model_copy(update={"GCP_BUCKET_NAME": "no-such-bucket-4c1d"})
+    )
+    await fail_after_commit(storage, broken, how, "doc.csv", os.urandom(size))
 
     assert object_state(bucket, key) == (OLD, OLD_TYPE, OLD_METADATA)
     assert everything_in(bucket) == [key]  # no backup, no temp object left
