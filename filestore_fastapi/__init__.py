@@ -14,6 +14,7 @@ from .backends.base import (
     StoredFile,
     Writer,
     WriteRequest,
+    WriterClosed,
 )
 from .config import Config
 from .dependency import FormModel, Storage, form_fields
@@ -63,6 +64,7 @@ __all__ = [
     "ValidationFailed",
     "WriteRequest",
     "Writer",
+    "WriterClosed",
     "add_upload_bodies",
     "exception_handlers",
     "form_fields",

@@ -89,6 +89,10 @@ class KeyTaken(Exception):
     finished first) and the backend may not replace it. The session answers 409."""
 
 
+class WriterClosed(RuntimeError):
+    """``write`` or ``commit`` on a writer already aborted: it stores nothing more."""
+
+
 class NotFound(FileNotFoundError):
     """No object under this key. Every backend raises this one type (a ``FileNotFoundError``,
     so code written for a file system keeps working)."""

@@ -40,6 +40,7 @@ from .base import (
     StorageUnavailable,
     StoredFile,
     Writer,
+    WriterClosed,
     WriteRequest,
 )
 from .threads import wait, wait_out
@@ -193,6 +194,7 @@ class GCSWriter(Writer):
         self._storage = storage
         self._target = target
         self._pending = ChunkBuffer()
+        self._aborted = False
         self._upload: BlobWriter | None = None
         self._upload_key: str | None = None
         self._temp: str | None = None  # a temp object that may exist
@@ -241,6 +243,8 @@ class GCSWriter(Writer):
         return writer
 
     async def commit(self) -> StoredFile:
+        if self._aborted:
+            raise WriterClosed("commit() after abort(): nothing is stored")
         chunks = self._pending.take()
         placed = await self._in_thread(self._finish, chunks)
         return StoredFile(
@@ -364,6 +368,7 @@ class GCSWriter(Writer):
         raise KeyTaken(f"{self._target.filename!r} kept changing while it was replaced")
 
     async def abort(self) -> None:
+        self._aborted = True
         self._pending.clear()
         future, self._in_flight = self._in_flight, None
         if future is not None:

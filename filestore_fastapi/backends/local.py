@@ -54,6 +54,7 @@ from .base import (
     StorageUnavailable,
     StoredFile,
     Writer,
+    WriterClosed,
     WriteRequest,
 )
 
@@ -364,6 +365,7 @@ class LocalWriter(Writer):
         self._fd: int | None = None
         self._temp: Path | None = None
         self._pending = ChunkBuffer()
+        self._aborted = False
         self._committed: Path | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the committed file
         self._backup: _Backup | None = None
@@ -381,6 +383,8 @@ class LocalWriter(Writer):
             _write_all(self._fd, chunks)
 
     async def commit(self) -> StoredFile:
+        if self._aborted:
+            raise WriterClosed("commit() after abort(): nothing is stored")
         size = self._pending.size
         chunks = self._pending.take()
         try:
@@ -428,6 +432,7 @@ class LocalWriter(Writer):
             os.close(fd)
 
     async def abort(self) -> None:
+        self._aborted = True
         self._pending.clear()
         if self._temp is not None or self._fd is not None:
             await anyio.to_thread.run_sync(self._discard)

@@ -23,6 +23,7 @@ from .base import (
     ObjectInfo,
     StoredFile,
     Writer,
+    WriterClosed,
     WriteRequest,
 )
 
@@ -40,11 +41,13 @@ class MemoryWriter(Writer):
         self._key: str | None = None
 
     async def write(self, chunk: Chunk) -> None:
-        assert self._buffer is not None
+        if self._buffer is None:
+            raise WriterClosed("write() after abort() or commit()")
         self._buffer.write(chunk)
 
     async def commit(self) -> StoredFile:
-        assert self._buffer is not None
+        if self._buffer is None:
+            raise WriterClosed("commit() after abort() or commit()")
         data, self._buffer = self._buffer.getvalue(), None
         key = self._key = self._storage.claim_key(self._target, self)
         return StoredFile(filename=key, url=join_url(self._storage.config.base_url, key), file=data)
