@@ -13,8 +13,8 @@ from .backends.base import (
     StorageUnavailable,
     StoredFile,
     Writer,
-    WriteRequest,
     WriterClosed,
+    WriteRequest,
 )
 from .config import Config
 from .dependency import FormModel, Storage, form_fields
