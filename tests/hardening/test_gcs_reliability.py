@@ -348,7 +348,6 @@ async def test_a_session_an_outage_kept_open_is_cancelled_once_the_store_is_back
         # The cancel could not reach the store: refused (403), or its pooled connection was reset
         # by the proxy going down (no answer at all); either way it waits for the janitor.
         assert cancels in ([], [403]), cancels
-        assert faulty.janitor.pending == 1
         come_back(proxy)
 
         def cancelled() -> bool:
