@@ -1,6 +1,7 @@
-"""The ``Storage`` base a route depends on; each backend adds a writer and a few lines."""
+"""``Storage``: a form field bound to a backend, which a route depends on; ``form_fields``
+and ``FormModel`` for the text fields of the same body."""
 
-# No ``from __future__ import annotations``: FastAPI before 0.116 reads the signature of a
+# No ``from __future__ import annotations``: older FastAPI (0.115) reads the signature of a
 # callable *instance* (``Depends(storage)``) without resolving string annotations.
 
 import inspect
