@@ -549,3 +549,7 @@ CASES: dict[str, Callable[[Bench, ExitStack], CaseResult]] = {
     "5": memory_file,
     "6": s3_file,
 }
+
+from .s3_latency import s3_latency  # noqa: E402  (it uses the helpers above)
+
+CASES["7"] = s3_latency

@@ -70,6 +70,9 @@ class Config(BaseModel):
     endpoint_url: str | None = None
     extra_args: dict[str, Any] = Field(default_factory=dict)
     part_size: int = Field(default=8 * MiB, ge=5 * MiB)
+    parts_in_flight: int = Field(default=4, ge=1)
+    """S3 parts and Azure blocks of one file sent at once (in the storage's ``max_threads``);
+    a file holds about ``(parts_in_flight + 1) x part_size`` in memory while it streams."""
 
     # Google Cloud Storage (extra "gcp").
     GCP_BUCKET_NAME: str | None = None
@@ -149,7 +152,8 @@ _CLOUD_CALLS = frozenset({"max_threads", "connect_timeout", "read_timeout", "max
 BACKEND_KEYS: dict[str, frozenset[str]] = {
     "local": frozenset(),
     "memory": frozenset(),
-    "s3": _CLOUD_CALLS | {"AWS_BUCKET_NAME", "AWS_DEFAULT_REGION", "endpoint_url", "extra_args"},
+    "s3": _CLOUD_CALLS
+    | {"AWS_BUCKET_NAME", "AWS_DEFAULT_REGION", "endpoint_url", "extra_args", "parts_in_flight"},
     "gcs": _CLOUD_CALLS | {"GCP_BUCKET_NAME", "GCP_PROJECT", "GCP_CREDENTIALS", "endpoint_url"},
     "azure": _CLOUD_CALLS
     | {
@@ -157,6 +161,7 @@ BACKEND_KEYS: dict[str, frozenset[str]] = {
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_STORAGE_ACCOUNT_URL",
         "AZURE_STORAGE_CREDENTIAL",
+        "parts_in_flight",
     },
 }
 """The keys only some backends use, by ``Storage.storage_name``; every other key applies to all."""

@@ -43,7 +43,7 @@ from .base import (
     Writer,
     WriteRequest,
 )
-from .parts import PartPipeline, join_releasing
+from .parts import PartPipeline, PartReader, join_releasing
 from .threads import wait, wait_out
 
 if TYPE_CHECKING:
@@ -107,7 +107,10 @@ class AzureWriter(Writer):
         self._storage = storage
         self._target = target
         self._token = uuid.uuid4().hex
+        self._staged: set[int] = set()
+        """The indexes of the data blocks staged: they finish in any order (``parts_in_flight``)."""
         self._block_ids: list[str] = []
+        """The block list of the commit: every staged block, in index order."""
         self._blob: BlobClient | None = None
         """The blob our blocks are staged on, once its name is claimed; None once committed."""
         self._backup: BlobClient | None = None
@@ -115,7 +118,10 @@ class AzureWriter(Writer):
         self._committed: tuple[str, str] | None = None
         """The committed blob's name and etag, set in the worker thread the moment it commits."""
         self._commit_call: concurrent.futures.Future[StoredFile] | None = None
-        self._pipeline = PartPipeline(storage.config.part_size, self._stage_part, storage.workers)
+        config = storage.config
+        self._pipeline = PartPipeline(
+            config.part_size, self._stage_part, storage.workers, config.parts_in_flight, self._claim_name
+        )
 
     def _block_id(self, index: int) -> str:
         return f"{self._token}-{index:06d}"  # index 0 is the claim block, never committed
@@ -125,7 +131,7 @@ class AzureWriter(Writer):
 
     async def commit(self) -> StoredFile:
         rest = await self._pipeline.finish()
-        finish = self._put_whole if not self._block_ids else self._commit_blocks
+        finish = self._put_whole if self._pipeline.parts_sent == 0 else self._commit_blocks
         self._commit_call = self._storage.workers.submit(finish, rest)
         return await wait(self._commit_call)
 
@@ -163,12 +169,16 @@ class AzureWriter(Writer):
     # -- blocking calls, run in the storage's worker threads ---------------------------------
 
     def _stage_part(self, pieces: list[Chunk], number: int) -> None:
-        block_id = self._block_id(number)
-        self._block_ids.append(block_id)
-        data = join_releasing(pieces)
-        if self._blob is None:
-            self._blob = self._claim()
-        self._blob.stage_block(block_id, data, validate_content=True)
+        """Block ``number``; several at once (``parts_in_flight``), all after ``_claim_name``."""
+        assert self._blob is not None
+        with PartReader(pieces) as body:  # not joined: see ``PartReader``
+            pieces.clear()
+            self._blob.stage_block(self._block_id(number), body, length=len(body), validate_content=True)
+        self._staged.add(number)
+
+    def _claim_name(self) -> None:
+        """Before the first block (the pipeline's ``start``)."""
+        self._blob = self._claim()
 
     def _claim(self) -> BlobClient:
         """The blob this upload's blocks go to: with ``overwrite=False``, the first free name.
@@ -200,10 +210,11 @@ class AzureWriter(Writer):
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
         from azure.storage.blob import BlobBlock
 
-        if pieces:
-            self._stage_part(pieces, len(self._block_ids) + 1)
+        assert not pieces  # the pipeline staged the last block too
         blob = self._blob
         assert blob is not None
+        # In index order, whatever order they were staged in (every one was: the pipeline settled).
+        self._block_ids = [self._block_id(index) for index in sorted(self._staged)]
 
         def commit(conditions: dict[str, Any]) -> str:
             response = blob.commit_block_list(

@@ -1,7 +1,7 @@
 """S3Backend: Amazon S3 and S3-compatible stores (MinIO, LocalStack, Spaces) through boto3.
 
-A file streams as a multipart upload, one ``part_size`` part at a time, each part going up
-while the next one fills; a file smaller than one part goes up as a single ``PutObject`` at
+A file streams as a multipart upload in ``part_size`` parts, ``parts_in_flight`` of them going
+up while the next one fills; a file smaller than one part goes up as a single ``PutObject`` at
 commit. boto3 is imported when an ``S3Backend`` is created, never by ``import filestore_fastapi``.
 
 Every blocking call runs in the storage's own ``workers``, never in the thread pool the
@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from ..config import Config
@@ -41,7 +41,7 @@ from .base import (
     Writer,
     WriteRequest,
 )
-from .parts import PartPipeline, join_releasing
+from .parts import PartPipeline, PartReader, join_releasing
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -114,14 +114,18 @@ class S3Writer(Writer):
     def __init__(self, storage: S3Backend, target: WriteRequest) -> None:
         self._storage = storage
         self._target = target
-        self._parts: list[CompletedPartTypeDef] = []
+        self._parts: dict[int, CompletedPartTypeDef] = {}
+        """The parts uploaded, by number: they finish in any order (``parts_in_flight``)."""
         self._key: str | None = None
         self._upload_id: str | None = None
         self._committed: str | None = None
         self._etag: str | None = None  # of the object the commit wrote
         self._replacing: str | None = None  # the key whose object ``_backup`` holds
         self._backup: _Backup | None = None
-        self._pipeline = PartPipeline(storage.config.part_size, self._send_part, storage.workers)
+        config = storage.config
+        self._pipeline = PartPipeline(
+            config.part_size, self._send_part, storage.workers, config.parts_in_flight, self._start_upload
+        )
 
     async def write(self, chunk: Chunk) -> None:
         await self._pipeline.write(chunk)
@@ -174,22 +178,33 @@ class S3Writer(Writer):
     def _upload_args(self) -> dict[str, Any]:
         return {"ContentType": self._target.content_type, **self._storage.config.extra_args}
 
+    def _start_upload(self) -> None:
+        """Before the first part (the pipeline's ``start``): the key claimed, the upload started."""
+        self._key, self._upload_id = self._claim_multipart_key()
+
     def _send_part(self, pieces: list[Chunk], number: int) -> None:
-        data = join_releasing(pieces)
-        if self._upload_id is None:
-            self._key, self._upload_id = self._claim_multipart_key()
-        assert self._key is not None
-        checksum = _sha256_b64(data)
-        response = self._client.upload_part(
-            Bucket=self._storage.bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=data,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum,
-        )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+        """Part ``number``; several at once (``parts_in_flight``), all after ``_start_upload``.
+
+        The body is the pieces read as a stream (``PartReader``), never joined: bytes would be
+        joined again by botocore to the request head, two copies of every part in flight."""
+        assert self._key is not None and self._upload_id is not None
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
+        checksum = base64.b64encode(digest.digest()).decode()
+        with PartReader(pieces) as body:
+            pieces.clear()
+            response = self._client.upload_part(
+                Bucket=self._storage.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=cast("IO[bytes]", body),
+                ContentLength=len(body),
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )
+        self._parts[number] = {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
     def _keep_previous(self, key: str) -> None:
         """``overwrite``: copy the object the commit is about to replace, if there is one."""
@@ -197,8 +212,7 @@ class S3Writer(Writer):
         self._backup = self._storage._back_up(key, self._target.destination)
 
     def _finish_multipart(self, pieces: list[Chunk]) -> str:
-        if pieces:
-            self._send_part(pieces, self._pipeline.parts_sent + 1)
+        assert not pieces  # the pipeline sent the last part too
         assert self._key is not None and self._upload_id is not None
         overwrite = self._storage.config.overwrite
         if overwrite:
@@ -209,7 +223,7 @@ class S3Writer(Writer):
                 Bucket=self._storage.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": sorted(self._parts, key=lambda part: part["PartNumber"])},
+                MultipartUpload={"Parts": [self._parts[number] for number in sorted(self._parts)]},
                 **conditions,
             )
         except Exception as exc:

@@ -280,7 +280,8 @@ async def test_a_file_larger_than_a_part_goes_up_in_parts_of_part_size(
     assert stored["metadata"] == {"bucket": bucket, "key": "up/big.bin"}
     assert stored["url"] == f"{gate.endpoint_url}/{bucket}/up/big.bin"
     assert stored["sha256"] == hashlib.sha256(data).hexdigest()
-    parts = gate.operations("UploadPart")
+    # Parts go up several at once (parts_in_flight) and may arrive in any order.
+    parts = sorted(gate.operations("UploadPart"), key=lambda part: int(part.query["partNumber"][0]))
     assert [part.size for part in parts] == [PART, PART, 123]
     assert all(part.checksum_verified for part in parts)
     head = s3.head_object(Bucket=bucket, Key="up/big.bin", ChecksumMode="ENABLED")
@@ -313,7 +314,7 @@ async def test_a_part_corrupted_in_transit_is_refused_by_the_store_and_nothing_i
     make: Make, s3: S3Client, bucket: str, gate: ChecksumGate
 ) -> None:
     gate.corrupt_part = 2
-    storage = make(part_size=PART, endpoint=gate.endpoint_url)
+    storage = make(part_size=PART, endpoint=gate.endpoint_url, parts_in_flight=1)  # parts in order
 
     response = await post(app_for(storage), ("doc", "bent.bin", os.urandom(3 * PART), "video/mp4"))
 
@@ -331,14 +332,15 @@ async def test_a_part_corrupted_in_transit_is_refused_by_the_store_and_nothing_i
 async def test_max_file_size_crossed_after_several_parts_aborts_them_all(
     make: Make, s3: S3Client, bucket: str, gate: ChecksumGate
 ) -> None:
-    storage = make(part_size=PART, max_file_size=12 * MiB, endpoint=gate.endpoint_url)
+    storage = make(part_size=PART, max_file_size=12 * MiB, endpoint=gate.endpoint_url, parts_in_flight=1)
     calls: list[list[FileData]] = []
 
     response = await post(app_for(storage, calls), ("doc", "huge.bin", os.urandom(20 * MiB), "video/mp4"))
 
     assert response.status_code == 413, response.text
     assert calls == []
-    assert len(gate.operations("UploadPart")) == 2  # two full parts went up before the limit tripped
+    # Full parts went up, or were waiting their turn (dropped), when the limit tripped.
+    assert len(gate.operations("UploadPart")) in (1, 2)
     assert gate.operations("AbortMultipartUpload")
     assert objects(s3, bucket) == {}
     assert pending_uploads(s3, bucket) == []
@@ -347,7 +349,7 @@ async def test_max_file_size_crossed_after_several_parts_aborts_them_all(
 async def test_a_client_disconnect_mid_file_aborts_the_upload(
     make: Make, s3: S3Client, bucket: str, gate: ChecksumGate
 ) -> None:
-    storage = make(part_size=PART, endpoint=gate.endpoint_url)
+    storage = make(part_size=PART, endpoint=gate.endpoint_url, parts_in_flight=1)
     calls: list[list[FileData]] = []
     body = body_of(("doc", "cut.bin", os.urandom(3 * PART), "video/mp4"))
     messages = deque(
@@ -366,7 +368,8 @@ async def test_a_client_disconnect_mid_file_aborts_the_upload(
         await app_for(storage, calls)(scope, receive, send)
 
     assert calls == []
-    assert len(gate.operations("UploadPart")) == 2
+    # Parts went up before the client vanished (one more may still have been waiting its turn: dropped).
+    assert len(gate.operations("UploadPart")) in (1, 2)
     assert gate.operations("AbortMultipartUpload")
     assert objects(s3, bucket) == {}
     assert pending_uploads(s3, bucket) == []
