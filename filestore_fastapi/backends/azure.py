@@ -41,6 +41,7 @@ from .base import (
     StorageUnavailable,
     StoredFile,
     Writer,
+    WriterClosed,
     WriteRequest,
 )
 from .parts import PartPipeline, PartReader, join_releasing
@@ -122,6 +123,7 @@ class AzureWriter(Writer):
         self._pipeline = PartPipeline(
             config.part_size, self._stage_part, storage.workers, config.parts_in_flight, self._claim_name
         )
+        self._aborted = False
 
     def _block_id(self, index: int) -> str:
         return f"{self._token}-{index:06d}"  # index 0 is the claim block, never committed
@@ -130,12 +132,15 @@ class AzureWriter(Writer):
         await self._pipeline.write(chunk)
 
     async def commit(self) -> StoredFile:
+        if self._aborted:
+            raise WriterClosed("commit() after abort(): nothing is stored")
         rest = await self._pipeline.finish()
         finish = self._put_whole if self._pipeline.parts_sent == 0 else self._commit_blocks
         self._commit_call = self._storage.workers.submit(finish, rest)
         return await wait(self._commit_call)
 
     async def abort(self) -> None:
+        self._aborted = True
         await self._pipeline.cancel()
         if self._commit_call is not None:
             await wait_out(self._commit_call)  # cancelled while committing: it may land yet

@@ -39,6 +39,7 @@ from .base import (
     StorageUnavailable,
     StoredFile,
     Writer,
+    WriterClosed,
     WriteRequest,
 )
 from .parts import PartPipeline, PartReader, join_releasing
@@ -126,11 +127,14 @@ class S3Writer(Writer):
         self._pipeline = PartPipeline(
             config.part_size, self._send_part, storage.workers, config.parts_in_flight, self._start_upload
         )
+        self._aborted = False
 
     async def write(self, chunk: Chunk) -> None:
         await self._pipeline.write(chunk)
 
     async def commit(self) -> StoredFile:
+        if self._aborted:
+            raise WriterClosed("commit() after abort(): nothing is stored")
         rest = await self._pipeline.finish()
         finish = self._put_whole if self._pipeline.parts_sent == 0 else self._finish_multipart
         key = await self._storage.workers.run(finish, rest)
@@ -138,6 +142,7 @@ class S3Writer(Writer):
         return self._storage._stored_file(key)
 
     async def abort(self) -> None:
+        self._aborted = True
         await self._pipeline.cancel()
         storage = self._storage
         upload_id, self._upload_id = self._upload_id, None
