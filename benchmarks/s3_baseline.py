@@ -1,6 +1,7 @@
-"""The S3 baseline: plain boto3 ``upload_fileobj`` of a file from disk, in its own process.
+"""The S3 baseline: plain boto3 ``upload_fileobj`` (or ``upload_file``) of a file from disk,
+in its own process.
 
-Usage: ``python -m benchmarks.s3_baseline FILE ENDPOINT BUCKET``; prints JSON with the
+Usage: ``python -m benchmarks.s3_baseline FILE ENDPOINT BUCKET [upload_file]``; prints JSON with the
 wall time, the RSS before the upload and its peak (VmHWM reset after boto3 is loaded and
 its client made, as the server's is reset after its warm-up), and the CPU seconds.
 """
@@ -22,7 +23,7 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
-def main(path: str, endpoint: str, bucket: str) -> None:
+def main(path: str, endpoint: str, bucket: str, method: str = "upload_fileobj") -> None:
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint)
@@ -31,8 +32,11 @@ def main(path: str, endpoint: str, bucket: str) -> None:
     rss_before = _status_kib("VmRSS") * 1024
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    with open(path, "rb") as source:
-        client.upload_fileobj(source, bucket, "baseline.bin")
+    if method == "upload_file":  # the default TransferConfig: 8 MiB parts, 10 threads
+        client.upload_file(path, bucket, "baseline.bin")
+    else:
+        with open(path, "rb") as source:
+            client.upload_fileobj(source, bucket, "baseline.bin")
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
@@ -46,4 +50,4 @@ def main(path: str, endpoint: str, bucket: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -12,11 +12,7 @@ baseline's own process (JSON on stdout, as ``s3_baseline``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +22,7 @@ from pathlib import Path
 
 from filestore_fastapi import Config
 
-from .cases import Bench, CaseResult, Target, by, median, mib, size_label, warm_up
+from .cases import Bench, CaseResult, Target, boto3_sample, by, median, mib, size_label, warm_up
 from .latency_proxy import LatencyProxy
 from .measure import Contender, MiB, Sample, curl_post, serve
 
@@ -84,24 +80,8 @@ def s3_latency(
             client.delete_object(Bucket=bucket, Key=item["Key"])
 
     def baseline() -> Sample:
-        command = [sys.executable, "-m", "benchmarks.s3_latency", "baseline", str(path), proxy.url, bucket]
-        done = subprocess.run(
-            command, capture_output=True, text=True, check=True, env={**os.environ, **credentials}
-        )
-        figures = json.loads(done.stdout)
-        return Sample(
-            contender=BOTO3_FILE.key,
-            size=size,
-            status=200,
-            seconds=figures["seconds"],
-            rss_before=figures["rss_before"],
-            peak_rss=figures["peak_rss"],
-            write_bytes=0,
-            read_bytes=0,
-            server_cpu=figures["cpu_seconds"],
-            loop_cpu=figures["cpu_seconds"],
-            client_cpu=0.0,
-        )
+        arguments = [str(path), proxy.url, bucket, "upload_file"]
+        return boto3_sample(BOTO3_FILE.key, size, arguments, credentials)
 
     def measure(key: str) -> Sample:
         if key == BOTO3_FILE.key:
@@ -192,37 +172,6 @@ def s3_latency(
     )
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        label, _, value = line.partition(":")
-        if label == key:
-            return int(value.split()[0])
-    raise KeyError(key)
-
-
-def run_baseline(path: str, endpoint: str, bucket: str) -> None:
-    """boto3 ``upload_file`` with the default ``TransferConfig``; prints JSON figures."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.list_objects_v2(Bucket=bucket, MaxKeys=1)  # connect and load the S3 model first
-    Path("/proc/self/clear_refs").write_text("5")
-    rss_before = _status_kib("VmRSS") * 1024
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.perf_counter()
-    client.upload_file(path, bucket, "baseline.bin")
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
-    figures = {
-        "seconds": seconds,
-        "rss_before": rss_before,
-        "peak_rss": _status_kib("VmHWM") * 1024,
-        "cpu_seconds": cpu,
-    }
-    print(json.dumps(figures))
-
-
 def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
     """As ``report.markdown_table``, which needs matplotlib (the bench venv) to import."""
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
@@ -230,9 +179,6 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["baseline"]:
-        run_baseline(*argv[1:4])
-        return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.s3_latency", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256, help="file size in MiB (default 256)")
     parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
