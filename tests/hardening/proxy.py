@@ -100,3 +100,40 @@ class FaultyProxy:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
+
+
+class DeadStore:
+    """A TCP listener on 127.0.0.1 that accepts every connection and, with ``reset``, resets
+    it at once; otherwise holds it open and never reads nor answers (a hung store).
+    ``accepted`` counts the connections, so a test can count a client's attempts."""
+
+    def __init__(self, *, reset: bool) -> None:
+        self._reset = reset
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port: int = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> DeadStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._server.close()
+        for sock in self._held:
+            sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = self._server.accept()
+                self.accepted += 1
+                if self._reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                else:
+                    self._held.append(sock)

@@ -17,7 +17,6 @@ annotations, which name storages local to the tests.
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 import urllib.parse
@@ -39,7 +38,7 @@ from tests.emulators import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME
 from tests.httpclient import httpx
 
 from .failing_routes import HOWS, fail_after_commit, in_process
-from .proxy import FaultyProxy
+from .proxy import DeadStore, FaultyProxy
 from .support import BOUNDARY, content_type, file_part, wait_until
 
 KiB = 1024
@@ -156,31 +155,13 @@ async def test_a_failed_overwrite_never_undoes_a_later_upload(
 # -- item 6: a store that accepts and never answers --------------------------------------------
 
 
-class StalledStore:
-    """A listener on 127.0.0.1 that accepts every connection and never reads nor answers."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT_NAME};"
-            f"AccountKey={AZURITE_ACCOUNT_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT_NAME};"
-        )
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                self._held.append(self._listener.accept()[0])
-
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._held:
-            sock.close()
+def connection_string(port: int) -> str:
+    """Azurite's account, its blob endpoint on ``port``."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT_NAME};"
+        f"AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT_NAME};"
+    )
 
 
 @contextlib.contextmanager
@@ -203,12 +184,12 @@ STALL_BUDGET = 8.0
 
 
 async def test_a_stalled_store_fails_uploads_in_time_and_the_app_keeps_answering() -> None:
-    store = StalledStore()
+    store = DeadStore(reset=False)
     storage = AzureStorage(
         "file",
         config=Config(
             AZURE_STORAGE_CONTAINER="stalled",
-            AZURE_STORAGE_CONNECTION_STRING=store.connection_string(),
+            AZURE_STORAGE_CONNECTION_STRING=connection_string(store.port),
             part_size=PART,
             connect_timeout=1,
             read_timeout=2,

@@ -22,9 +22,6 @@ import asyncio
 import contextlib
 import datetime
 import os
-import socket
-import struct
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -42,7 +39,7 @@ from tests.contract.harness_gcs import Harness
 from tests.httpclient import httpx
 
 from .failing_routes import HOWS, fail_after_commit, in_process
-from .proxy import FaultyProxy
+from .proxy import DeadStore, FaultyProxy
 from .support import wait_until
 
 KiB = 1024
@@ -147,42 +144,6 @@ async def test_a_failed_overwrite_leaves_the_old_object_as_it_was(
 # -- item 6: a store that accepts and never answers, or resets every connection ------------------
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that accepts every connection and, with ``reset``, resets
-    it at once; otherwise holds it open and never reads or answers (a stalled store)."""
-
-    def __init__(self, *, reset: bool) -> None:
-        self._reset = reset
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                connection, _ = self._listener.accept()
-                if self._reset:
-                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    connection.close()
-                else:
-                    self._held.append(connection)
-
-    def close(self) -> None:
-        self._listener.close()
-        for connection in self._held:
-            connection.close()
-
-
-@contextlib.contextmanager
-def listening(*, reset: bool) -> Iterator[Listener]:
-    listener = Listener(reset=reset)
-    try:
-        yield listener
-    finally:
-        listener.close()
-
-
 def app_with_ping(storage: GCSStorage) -> FastAPI:
     app = upload_route(storage)
 
@@ -221,7 +182,7 @@ async def test_a_stalled_store_fails_uploads_in_time_and_the_app_keeps_answering
     # anyio's pool (40 threads) serves every ``def`` route; four stand for forty here, so that
     # four stalled uploads would take what forty take in a real app.
     anyio.to_thread.current_default_thread_limiter().total_tokens = 4
-    with listening(reset=False) as store:
+    with DeadStore(reset=False) as store:
         storage = GCSStorage(
             "file",
             config=Config(
@@ -264,7 +225,7 @@ async def test_a_stalled_store_fails_uploads_in_time_and_the_app_keeps_answering
 async def test_a_store_that_resets_every_connection_fails_an_upload_in_seconds() -> None:
     """The default config: one attempt and ``max_retries`` (2) retries of the failing call,
     about 1 + 2 seconds of back-off, then a 500 (the SDK alone keeps trying for 120 s)."""
-    with listening(reset=True) as store:
+    with DeadStore(reset=True) as store:
         storage = GCSStorage("file", config=Config(GCP_BUCKET_NAME="resetting", endpoint_url=store.url))
         async with in_process(upload_route(storage)) as client:
             results = await within(

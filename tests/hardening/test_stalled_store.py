@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
-import struct
-import threading
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from filestore_fastapi import Config, S3Storage
 from tests.e2e.server import run_uvicorn
 from tests.httpclient import httpx
 
+from .proxy import DeadStore
 from .routes import upload_app
 from .support import asgi_post, content_type, file_part, form
 
@@ -40,42 +38,6 @@ SMALL_UPLOADS, LARGE_UPLOADS = 42, 6  # 42 small ones alone would hold all 40 th
 READ_TIMEOUT = 2.0  # as in the app
 EXPECT_WAIT = 1.0  # botocore waits this long for "100 Continue" before sending a body
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-class Listener:
-    """A TCP listener on 127.0.0.1 that accepts every connection and, with ``reset``, resets
-    it at once; otherwise holds it open and never reads or answers (a hung store)."""
-
-    def __init__(self, *, reset: bool) -> None:
-        self._reset = reset
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        self.accepted = 0
-        self._held: list[socket.socket] = []
-        self._closed = False
-
-    def __enter__(self) -> Listener:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._closed = True
-        self._server.close()
-        for sock in self._held:
-            sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                sock, _ = self._server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            if self._reset:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
-            else:
-                self._held.append(sock)
 
 
 async def timed(call: Awaitable[T], limit: float) -> tuple[float, T | None]:
@@ -98,7 +60,7 @@ async def until(check: Any, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def stalled_app(store: Listener, local_dir: Path) -> Iterator[str]:
+def stalled_app(store: DeadStore, local_dir: Path) -> Iterator[str]:
     env = {"STALLED_ENDPOINT": store.url, "STALLED_LOCAL_DIR": str(local_dir), **CREDENTIALS}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     with run_uvicorn(APP, env) as server:
@@ -112,7 +74,7 @@ async def test_a_hung_s3_store_leaves_def_routes_and_local_uploads_answering(tmp
     local_file = b"l" * (256 * 1024)  # large enough for LocalStorage to write it in a thread
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
 
-    with Listener(reset=False) as store, stalled_app(store, tmp_path) as url:
+    with DeadStore(reset=False) as store, stalled_app(store, tmp_path) as url:
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
 
             async def to_s3(body: bytes) -> tuple[float, httpx.Response]:
@@ -170,7 +132,7 @@ async def test_an_s3_store_that_resets_every_connection_is_a_500_after_max_retri
         settings["max_retries"] = retries
     config = Config(**settings)
     body = form(file_part("file", "a.bin", b"r" * size))
-    with Listener(reset=True) as store:
+    with DeadStore(reset=True) as store:
         storage = S3Storage("file", config=config.model_copy(update={"endpoint_url": store.url}))
         took, reply = await timed(asgi_post(upload_app(storage), body), 30)
 
