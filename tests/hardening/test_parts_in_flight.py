@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,12 @@ import filestore_fastapi
 from filestore_fastapi import Config, FileData, GCSStorage, Storage
 from filestore_fastapi.backends.azure import AzureBackend, AzureWriter
 from filestore_fastapi.backends.s3 import S3Backend, S3Writer
-from tests.asgi import post_scope
 from tests.contract.conftest import ContractHarness
 
+from .apps.chunked_client import post_in_chunks, vm_kib
 from .proxy import FaultyProxy
 from .routes import upload_app
-from .support import BOUNDARY, asgi_post, content_type, file_part, form
+from .support import asgi_post
 from .test_faults import assert_clean_500, secrets_of, through_proxy, upload, upstream_port
 
 MiB = 1024 * 1024
@@ -241,62 +241,18 @@ def upload_in_subprocess(storage: Storage, size: int) -> dict[str, int]:
     return result
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        label, _, value = line.partition(":")
-        if label == key:
-            return int(value.split()[0])
-    raise KeyError(key)
-
-
-def _body(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
-    """A one-file body of ``size`` bytes in ``chunk``-byte messages, each a new bytes object
-    (as a server reads them), made as it is sent: the body costs only what the storage keeps."""
-    marker = b"\0MARKER\0"
-    head, tail = form(file_part("file", "data.bin", marker)).split(marker)
-    block = random.Random(3).randbytes(chunk)
-    yield head
-    sent = 0
-    while sent < size:
-        piece = bytes(memoryview(block)[: size - sent])  # a copy, of at most ``chunk`` bytes
-        sent += len(piece)
-        yield piece
-    yield tail
-
-
-async def _post(app: Any, size: int) -> int:
-    pieces = _body(size)
-    headers = [(b"host", b"test"), (b"content-type", content_type(BOUNDARY).encode())]
-    status = 0
-    pending = next(pieces)
-
-    async def receive() -> dict[str, Any]:
-        nonlocal pending
-        current = pending
-        pending = next(pieces, b"")
-        return {"type": "http.request", "body": current, "more_body": bool(pending)}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(post_scope("/upload", headers), receive, send)
-    return status
-
-
 async def _measure(storage: Storage, size: int) -> dict[str, int]:
     app = upload_app(storage)
     # Warm-up with two parts: imports, the SDK's models, a client; small, so that what the
     # measured upload holds is not memory the allocator kept from it.
-    await _post(app, storage.config.part_size + 64 * 1024)
+    await post_in_chunks(app, storage.config.part_size + 64 * 1024, 64 * 1024)
     writer, method, _ = WRITERS[storage.storage_name]
     parts = Parts(getattr(writer, method))
     setattr(writer, method, lambda self, pieces, number: parts(self, pieces, number))
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
-    before = _status_kib("VmRSS")
-    status = await _post(app, size)
-    return {"status": status, "growth": (_status_kib("VmHWM") - before) * 1024, "most_in_flight": parts.most}
+    before = vm_kib("VmRSS")
+    status = await post_in_chunks(app, size, 64 * 1024)
+    return {"status": status, "growth": (vm_kib("VmHWM") - before) * 1024, "most_in_flight": parts.most}
 
 
 def main() -> None:
