@@ -45,8 +45,8 @@ async def receive(request: Request, *storages: Storage) -> dict[str, list[FileDa
 async def _discard_files(request: Request) -> None:
     session = request.scope.get(SESSION_KEY)
     if isinstance(session, UploadSession):
+        await session.delete_final()  # what receive() made final, while the session still lists it
         await session.discard()
-        await session.delete_final()
 
 
 async def _upload_error(request: Request, exc: Exception) -> Response:

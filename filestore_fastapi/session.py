@@ -152,7 +152,6 @@ class UploadSession:
         self._files: list[FileData] = []
         self._committed: list[tuple[Writer, Storage, FileData]] = []  # until released or reverted
         self._holders = 0  # storage dependencies that have not exited yet
-        self._final: list[tuple[Storage, FileData]] = []  # released by ``finish``
         self._form_memory = 0
         self._waiting_since: float | None = None  # since when the next body chunk is awaited
         self._open: _OpenFile | None = None
@@ -198,7 +197,6 @@ class UploadSession:
         if self._holders > 0:
             return
         committed, self._committed = self._committed, []
-        self._final += [(storage, file_data) for _, storage, file_data in committed]
         with anyio.CancelScope(shield=True):
             for writer, _, _ in committed:
                 try:
@@ -209,11 +207,11 @@ class UploadSession:
     async def delete_final(self) -> None:
         """Delete the files made final by ``finish``: for an app (plain Starlette) that learns
         only afterwards that the request failed. A file they replaced is not restored."""
-        final, self._final = self._final, []
+        final, self._files = self._files, []
         with anyio.CancelScope(shield=True):
-            for storage, file_data in reversed(final):
+            for file_data in reversed(final):
                 try:
-                    await storage.delete(file_data)
+                    await self.storages[file_data.field_name].delete(file_data)
                 except Exception:
                     logger.exception("could not delete %s after the request failed", file_data.filename)
 
