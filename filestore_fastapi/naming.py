@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 from urllib.parse import quote
 
-from .backends.base import KeyTaken
+from .backends.base import KeyTaken, WriteRequest
 
 T = TypeVar("T")
 
@@ -183,14 +183,17 @@ def replace_regular_file(source: Path, target: Path) -> None:
     os.replace(source, target)
 
 
-def claim_unique_path(source: Path, directory: Path, name: str, *, overwrite: bool) -> Path:
+def claim_unique_path(
+    source: Path, directory: Path, name: str, *, overwrite: bool, exact: bool = False
+) -> Path:
     """Move the finished temp file ``source`` to its final name in ``directory``.
 
     Without ``overwrite`` the name is claimed with ``os.link``, which fails atomically if
     the name exists, so concurrent uploads (threads or processes) never replace each other
     and no empty placeholder is ever visible. ``doc.pdf`` taken -> ``doc-1.pdf`` and so on.
     A name held by a symlink counts as taken and is never followed; with ``overwrite`` it
-    is refused (``NameTaken``), as is a name held by a directory.
+    is refused (``NameTaken``), as is a name held by a directory. With ``exact`` only
+    ``name`` itself is tried (``KeyTaken`` when it exists).
     """
     if overwrite:
         target = ensure_inside(directory, name, follow_symlinks=False)
@@ -210,7 +213,7 @@ def claim_unique_path(source: Path, directory: Path, name: str, *, overwrite: bo
         os.unlink(source)
         return target
 
-    return claim_first_free(candidate_names(name), link)
+    return claim_first_free((name,) if exact else candidate_names(name), link)
 
 
 def _claim_by_exclusive_create(source: Path, target: Path) -> bool:
@@ -249,6 +252,18 @@ def probe_key(destination: object) -> str:
     return join_key(prefix, f".upload-verify-{secrets.token_hex(8)}.part")
 
 
+def target_names(target: WriteRequest) -> Iterator[str]:
+    """The names a writer may claim for ``target``, in order: its filename alone when it
+    is ``exact``, else the filename and its suffixed variants (``candidate_names``)."""
+    return iter((target.filename,)) if target.exact else candidate_names(target.filename)
+
+
+def target_keys(target: WriteRequest) -> Iterator[str]:
+    """``target_names`` as object-store keys under the target's destination."""
+    for name in target_names(target):
+        yield join_key(target.destination, name)
+
+
 def unique_keys(name: str, prefix: str = "") -> Iterator[str]:
     """Object-store keys under ``prefix`` in the same collision order as local files."""
     for candidate in candidate_names(name):
@@ -281,6 +296,8 @@ __all__ = [
     "join_url",
     "probe_key",
     "sanitize_filename",
+    "target_keys",
+    "target_names",
     "truncate_name",
     "unique_keys",
 ]

@@ -42,6 +42,14 @@ class WriteRequest:
     content_type: str
     destination: str
     """Directory (local) or key prefix (memory, clouds), already resolved from the config."""
+    exact: bool = False
+    """Store under exactly ``filename``: never another name, never over an existing object
+    (``KeyTaken`` instead), whatever ``overwrite`` says. For objects whose key is their
+    identity, such as the pieces and state of a resumable upload."""
+
+    def replaces(self, config: Config) -> bool:
+        """Whether the commit may replace an object already under the name."""
+        return config.overwrite and not self.exact
 
 
 @dataclass
@@ -160,6 +168,19 @@ class Backend(ABC):
     async def stat(self, key: str) -> ObjectInfo:
         """Size and content type of a stored object; ``NotFound`` if there is none."""
         raise NotImplementedError(f"{type(self).__name__} has no stat()")
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """The objects whose key starts with ``prefix``, sorted by key; hidden temp files
+        and unfinished uploads are no objects. Resumable uploads find their pieces with it."""
+        raise NotImplementedError(f"{type(self).__name__} has no list_objects()")
+
+    def key_of(self, destination: str, name: str) -> str:
+        """The key that ``open``, ``stat``, ``delete`` and ``list_objects`` know an object by
+        once a writer stored it as ``name`` under ``destination`` (a ``WriteRequest``'s).
+        Object stores join the two; a file system counts from its configured destination."""
+        from ..naming import join_key  # naming builds on this module's errors
+
+        return join_key(destination, name)
 
     async def verify(self) -> None:
         """Prove the store is usable (it exists, the credentials work, a hidden probe can

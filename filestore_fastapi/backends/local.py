@@ -417,11 +417,17 @@ class LocalWriter(Writer):
         assert self._fd is not None and self._temp is not None
         identity = os.fstat(self._fd)
         # Linked while still open, so its lock says "live" until it has its final name.
-        if self._storage.config.overwrite:
+        if self._target.replaces(self._storage.config):
             path = ensure_inside(self._temp.parent, self._target.filename, follow_symlinks=False)
             self._backup = _replace_keeping_backup(self._temp, path)
         else:
-            path = claim_unique_path(self._temp, self._temp.parent, self._target.filename, overwrite=False)
+            path = claim_unique_path(
+                self._temp,
+                self._temp.parent,
+                self._target.filename,
+                overwrite=False,
+                exact=self._target.exact,
+            )
         self._identity = (identity.st_dev, identity.st_ino)
         self._close()
         return path
@@ -546,6 +552,42 @@ class LocalBackend(Backend):
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"no file {key!r} in the destination")
         return ObjectInfo(key=key, size=info.st_size, content_type=None)
+
+    def key_of(self, destination: str, name: str) -> str:
+        root = self._root()
+        return (Path(destination).resolve() / name).relative_to(root.resolve()).as_posix()
+
+    def _root(self) -> Path:
+        destination = self.config.destination
+        if callable(destination):
+            raise ValueError("with a callable destination, keys are relative to no directory")
+        return Path(destination)
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return await anyio.to_thread.run_sync(self._list_objects, prefix)
+
+    def _list_objects(self, prefix: str) -> list[ObjectInfo]:
+        # Walk only the directory the prefix names, not the whole destination.
+        root = self._root().resolve()
+        folder, _, _ = prefix.rpartition("/")
+        try:
+            start = ensure_inside(root, folder) if folder else root
+        except UnsafeName:
+            return []
+        found = []
+        for directory, _, names in os.walk(start):  # symlinked directories are not entered
+            for name in names:
+                path = Path(directory, name)
+                key = path.relative_to(root).as_posix()
+                if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
+                    continue
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue  # removed while we looked
+                if stat.S_ISREG(info.st_mode):
+                    found.append(ObjectInfo(key=key, size=info.st_size, content_type=None))
+        return sorted(found, key=lambda info: info.key)
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
         path = self._object_path(key)

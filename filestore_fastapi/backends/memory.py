@@ -15,10 +15,11 @@ from datetime import timedelta
 
 from ..config import Config
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, unique_keys
+from ..naming import claim_first_free, join_key, join_url, target_keys
 from .base import (
     Backend,
     Chunk,
+    KeyTaken,
     NotFound,
     ObjectInfo,
     StoredFile,
@@ -49,6 +50,8 @@ class MemoryWriter(Writer):
         if self._buffer is None:
             raise WriterClosed("commit() after abort() or commit()")
         data, self._buffer = self._buffer.getvalue(), None
+        if self._target.exact:
+            return self._storage.keep(self._target, data)
         key = self._key = self._storage.claim_key(self._target, self)
         return StoredFile(filename=key, url=join_url(self._storage.config.base_url, key), file=data)
 
@@ -87,14 +90,21 @@ class MemoryBackend(Backend):
         # The keys of committed files whose request is not over; a writer lost without
         # release or revert drops out with it.
         self._in_use: weakref.WeakValueDictionary[str, MemoryWriter] = weakref.WeakValueDictionary()
+        self._kept: dict[str, bytes] = {}
+
+    def keep(self, target: WriteRequest, data: bytes) -> StoredFile:
+        """Keep ``data`` under exactly the target's key (no await: atomic), or ``KeyTaken``."""
+        key = join_key(target.destination, target.filename)
+        if key in self._kept:
+            raise KeyTaken(f"{key!r} exists")
+        self._kept[key] = data
+        return StoredFile(filename=key, url=join_url(self.config.base_url, key))
 
     def claim_key(self, target: WriteRequest, writer: MemoryWriter) -> str:
         """The file's key: the first one no request in progress holds (no await: atomic)."""
-        if self.config.overwrite:
+        if target.replaces(self.config):
             return join_key(target.destination, target.filename)
-        key = claim_first_free(
-            unique_keys(target.filename, target.destination), lambda k: None if k in self._in_use else k
-        )
+        key = claim_first_free(target_keys(target), lambda k: None if k in self._in_use else k)
         self._in_use[key] = writer
         return key
 
@@ -107,21 +117,37 @@ class MemoryBackend(Backend):
         return MemoryWriter(self, target)
 
     async def delete(self, file: FileData | str) -> None:
-        """Nothing to do: a memory file is never stored."""
+        """Nothing to do for a file (it is never stored); removes a kept ``exact`` object."""
+        self._kept.pop(file if isinstance(file, str) else file.filename, None)
 
     async def cleanup(self, older_than: timedelta = timedelta(days=1)) -> int:
         """Nothing to do: an unfinished memory upload is gone with its request."""
         return 0
 
     async def stat(self, key: str) -> ObjectInfo:
-        """Raises ``NotFound``: nothing is stored."""
-        raise NotFound(f"memory storage keeps no files: {key!r} is not stored")
+        """Raises ``NotFound``: nothing is stored (but kept ``exact`` objects)."""
+        return ObjectInfo(key=key, size=len(self._kept_bytes(key)), content_type=None)
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """The kept ``exact`` objects under ``prefix``: files are never stored."""
+        return [
+            ObjectInfo(key=key, size=len(data), content_type=None)
+            for key, data in sorted(self._kept.items())
+            if key.startswith(prefix)
+        ]
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
         """Raises ``NotFound``, as the other backends do for a key they do not have: the
         bytes were in ``FileData.file`` during the request only."""
-        raise NotFound(f"memory storage keeps no files: {key!r} is not stored")
-        yield b""  # pragma: no cover - makes this an async generator, like the others
+        data = self._kept_bytes(key)
+        for start in range(0, len(data), self.config.chunk_size):
+            yield data[start : start + self.config.chunk_size]
+
+    def _kept_bytes(self, key: str) -> bytes:
+        try:
+            return self._kept[key]
+        except KeyError:
+            raise NotFound(f"memory storage keeps no files: {key!r} is not stored") from None
 
     async def verify(self) -> None:
         """Always usable: there is no store to reach."""
