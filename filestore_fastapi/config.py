@@ -63,6 +63,10 @@ class Config(BaseModel):
     filename: Hook | None = None
     filters: Hook | Sequence[Hook] | None = None
     metadata: Hook | None = None
+    progress: Hook | None = None
+    """Called as ``progress(context, received)`` with a file's bytes so far, each time
+    they pass another ``progress_interval`` bytes and at its end (multipart and resumable)."""
+    progress_interval: int = Field(default=MiB, gt=0)
 
     # S3 (extra "s3").
     AWS_BUCKET_NAME: str | None = None

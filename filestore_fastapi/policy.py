@@ -40,9 +40,9 @@ class UploadContext:
     """Text fields that came before this file in the body (last value wins)."""
 
 
-async def call_hook(hook: Hook, context: UploadContext) -> Any:
+async def call_hook(hook: Hook, context: UploadContext, *args: Any) -> Any:
     """Hooks may be plain or async functions."""
-    result = hook(context)
+    result = hook(context, *args)
     if inspect.isawaitable(result):
         result = await result
     return result
