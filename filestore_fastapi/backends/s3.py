@@ -28,7 +28,7 @@ from urllib.parse import quote
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, target_keys
 from .base import (
     Backend,
     Chunk,
@@ -219,7 +219,7 @@ class S3Writer(Writer):
     def _finish_multipart(self, pieces: list[Chunk]) -> str:
         assert not pieces  # the pipeline sent the last part too
         assert self._key is not None and self._upload_id is not None
-        overwrite = self._storage.config.overwrite
+        overwrite = self._target.replaces(self._storage.config)
         if overwrite:
             self._keep_previous(self._key)
         conditions: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
@@ -250,7 +250,7 @@ class S3Writer(Writer):
             "ChecksumSHA256": _sha256_b64(data),
             **self._upload_args(),
         }
-        if storage.config.overwrite:
+        if target.replaces(storage.config):
             key = join_key(target.destination, target.filename)
             self._keep_previous(key)
             self._etag = _plain(self._client.put_object(Key=key, **put_args).get("ETag"))
@@ -268,7 +268,7 @@ class S3Writer(Writer):
             self._etag = _plain(response.get("ETag"))
             return key
 
-        return claim_first_free(unique_keys(target.filename, target.destination), put_if_absent)
+        return claim_first_free(target_keys(target), put_if_absent)
 
     def _claim_multipart_key(self) -> tuple[str, str]:
         """Start the multipart upload under the first free key.
@@ -279,7 +279,7 @@ class S3Writer(Writer):
         in between is caught by the ``If-None-Match`` of the completion.
         """
         storage, target = self._storage, self._target
-        if storage.config.overwrite:
+        if target.replaces(storage.config):
             key = join_key(target.destination, target.filename)
             return key, self._create_upload(key)
 
@@ -296,7 +296,7 @@ class S3Writer(Writer):
             storage._abort_or_retry(key, upload_id)
             return None
 
-        return claim_first_free(unique_keys(target.filename, target.destination), start_if_alone)
+        return claim_first_free(target_keys(target), start_if_alone)
 
     def _create_upload(self, key: str) -> str:
         response = self._client.create_multipart_upload(
@@ -327,7 +327,8 @@ class S3Backend(Backend):
     ignore the header or refuse it; use them with ``overwrite=True`` or unique names.
     The search for a free key of a multipart upload needs ``s3:ListBucket`` and
     ``s3:ListBucketMultipartUploads``; without them a large file whose name is taken is
-    refused with 409 (small files still get their suffix).
+    refused with 409 (small files still get their suffix). An ``exact`` write claims
+    its one key the same way, with or without ``overwrite``: taken means ``KeyTaken``.
     """
 
     storage_name = "s3"
@@ -583,6 +584,22 @@ class S3Backend(Backend):
     async def stat(self, key: str) -> ObjectInfo:
         head = await self.workers.run(self._head, key)
         return ObjectInfo(key=key, size=int(head["ContentLength"]), content_type=head.get("ContentType"))
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Listed objects only: an unfinished multipart upload is none, and hidden
+        ``.upload-*`` backups and probes are left out. A listing has no content type."""
+        return await self.workers.run(self._list_objects, prefix)
+
+    def _list_objects(self, prefix: str) -> list[ObjectInfo]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        found = [
+            ObjectInfo(key=item["Key"], size=int(item["Size"]), content_type=None)
+            for page in pages
+            for item in page.get("Contents", [])
+            if not item["Key"].rsplit("/", 1)[-1].startswith(BACKUP_PREFIX)
+        ]
+        # S3 lists in UTF-8 byte order, which is code-point order; compatible stores may not.
+        return sorted(found, key=lambda info: info.key)
 
     def _head(self, key: str) -> Any:
         try:
