@@ -29,7 +29,7 @@ from ..buffer import ChunkBuffer
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, target_keys
 from .base import (
     Backend,
     Chunk,
@@ -271,7 +271,7 @@ class GCSWriter(Writer):
             self._upload = None
             put = partial(self._put_copy, storage.bucket().blob(source))
             checksum = None
-        if storage.config.overwrite:
+        if self._target.replaces(storage.config):
             placed = self._replace(put, checksum, source)
         else:
             placed = self._claim(put, checksum, source, probe=source is not None)
@@ -322,7 +322,7 @@ class GCSWriter(Writer):
         probe: bool,
     ) -> Placement:
         """``overwrite=False``: the first free name of ``doc.pdf``, ``doc-1.pdf``, ..., each
-        claimed with ``ifGenerationMatch=0``."""
+        claimed with ``ifGenerationMatch=0``; an ``exact`` target tries its one name only."""
 
         def create_if_absent(key: str) -> Placement | None:
             if probe and self._storage.get(key) is not None:
@@ -330,9 +330,7 @@ class GCSWriter(Writer):
             placed = Placement(key, replaced=0, checksum=checksum, source=source)
             return placed if self._write_placement(placed, put) else None
 
-        return claim_first_free(
-            unique_keys(self._target.filename, self._target.destination), create_if_absent
-        )
+        return claim_first_free(target_keys(self._target), create_if_absent)
 
     def _replace(
         self, put: Callable[[str, int], int], checksum: tuple[str, int] | None, source: str | None
@@ -455,7 +453,8 @@ class GCSBackend(Backend):
     first free name and deleted; within a bucket the copy moves no data, but it is a
     second object create, seen by Pub/Sub notifications, and on Nearline/Coldline/Archive
     buckets it is billed that class's minimum storage duration. Names already taken are
-    skipped after a metadata read; the conditional copy is what settles a race.
+    skipped after a metadata read; the conditional copy is what settles a race. An
+    ``exact`` write claims its one name the same way, with or without ``overwrite``.
 
     ``overwrite=True`` replaces the object, but only once the request has succeeded: the
     object there is first copied (server-side) to a hidden ``.upload-<hex>.bak``, pinned
@@ -642,6 +641,20 @@ class GCSBackend(Backend):
     async def stat(self, key: str) -> ObjectInfo:
         blob = await self.workers.run(self._existing_blob, key)
         return ObjectInfo(key=key, size=int(blob.size or 0), content_type=blob.content_type)
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Hidden ``.upload-*`` objects (temp parts, backups, probes) are left out."""
+        return await self.workers.run(self._list_objects, prefix)
+
+    def _list_objects(self, prefix: str) -> list[ObjectInfo]:
+        blobs = self.bucket().list_blobs(prefix=prefix, timeout=self.timeout, retry=self.retry_here())
+        found = [
+            ObjectInfo(key=blob.name, size=int(blob.size or 0), content_type=blob.content_type)
+            for blob in blobs
+            if not blob.name.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
+        ]
+        # GCS lists in UTF-8 byte order, which is code-point order; an emulator may not.
+        return sorted(found, key=lambda info: info.key)
 
     async def verify(self) -> None:
         """Read the bucket, then write and delete a hidden probe object under the destination."""
