@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Config
 from ..extras import require
 from ..filedata import FileData
-from ..naming import claim_first_free, join_key, join_url, probe_key, unique_keys
+from ..naming import claim_first_free, join_key, join_url, probe_key, target_keys
 from .base import (
     Backend,
     Chunk,
@@ -186,7 +186,8 @@ class AzureWriter(Writer):
         self._blob = self._claim()
 
     def _claim(self) -> BlobClient:
-        """The blob this upload's blocks go to: with ``overwrite=False``, the first free name.
+        """The blob this upload's blocks go to: with ``overwrite=False``, the first free name
+        (an ``exact`` target's one name, whatever ``overwrite`` says).
 
         Staged blocks belong to one blob name and a commit there discards everyone else's,
         so two uploads must never stage on one name. A name is free when nothing (blob or
@@ -195,7 +196,7 @@ class AzureWriter(Writer):
         after a random pause so that they do not meet again on the next name.
         """
         storage, target = self._storage, self._target
-        if storage.config.overwrite:
+        if target.replaces(storage.config):
             return storage.blob(join_key(target.destination, target.filename))
 
         def stage_claim_block(key: str) -> BlobClient | None:
@@ -208,7 +209,7 @@ class AzureWriter(Writer):
             time.sleep(random.uniform(0, STEP_ASIDE_PAUSE))
             return None
 
-        return claim_first_free(unique_keys(target.filename, target.destination), stage_claim_block)
+        return claim_first_free(target_keys(target), stage_claim_block)
 
     def _commit_blocks(self, pieces: list[Chunk]) -> StoredFile:
         from azure.core import MatchConditions
@@ -232,7 +233,7 @@ class AzureWriter(Writer):
 
         lost = "another upload of the same name finished first"
         try:
-            if self._storage.config.overwrite:
+            if self._target.replaces(self._storage.config):
                 etag = self._replace(blob, commit, self._committed_here, reason=lost)
             else:
                 try:
@@ -268,7 +269,7 @@ class AzureWriter(Writer):
         data = join_releasing(pieces)
         storage, target = self._storage, self._target
         options: dict[str, Any] = {"content_settings": self._content_settings(), "validate_content": True}
-        if storage.config.overwrite:
+        if target.replaces(storage.config):
             blob = storage.blob(join_key(target.destination, target.filename))
 
             def put(conditions: dict[str, Any]) -> str:
@@ -289,7 +290,7 @@ class AzureWriter(Writer):
                 return None
             return self._stored(blob, str(response["etag"]))
 
-        return claim_first_free(unique_keys(target.filename, target.destination), put_if_absent)
+        return claim_first_free(target_keys(target), put_if_absent)
 
     def _put_here(self, blob: BlobClient, md5: bytes) -> str | None:
         """The blob's etag if it holds our bytes and type (a Put Blob retried after its reply was
@@ -389,7 +390,8 @@ class AzureBackend(Backend):
     in the rare race where another upload of that name commits first, the request gets 409
     (``KeyTaken``) rather than a replaced blob. With ``overwrite=True`` two simultaneous
     uploads of one name race too: the first commit discards the other's staged blocks, and the
-    other gets 409.
+    other gets 409. An ``exact`` write claims its one name the same way, with or without
+    ``overwrite``: taken means ``KeyTaken``.
 
     With ``overwrite=True`` a request that fails after its commit leaves the blob it replaced
     as it was: the commit first copies that blob (server-side) to a hidden
@@ -703,6 +705,24 @@ class AzureBackend(Backend):
         properties = await self.run(self._properties, key)
         content_type = properties.content_settings.content_type
         return ObjectInfo(key=key, size=int(properties.size), content_type=content_type or None)
+
+    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Committed blobs only (staged blocks are none); hidden ``.upload-*`` backups and
+        probes are left out."""
+        return await self.run(self._list_objects, prefix)
+
+    def _list_objects(self, prefix: str) -> list[ObjectInfo]:
+        found = [
+            ObjectInfo(
+                key=item.name,
+                size=int(item.size or 0),
+                content_type=item.content_settings.content_type or None,
+            )
+            for item in self.container().list_blobs(name_starts_with=prefix or None)
+            if not item.name.rsplit("/", 1)[-1].startswith(BACKUP_PREFIX)
+        ]
+        # The service lists in name order already; sorted so the contract does not rest on it.
+        return sorted(found, key=lambda info: info.key)
 
     async def verify(self) -> None:
         """Read the container, then write and delete a hidden probe blob under the destination."""
