@@ -653,7 +653,7 @@ class GCSBackend(Backend):
             for blob in blobs
             if not blob.name.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
         ]
-        # GCS lists in UTF-8 byte order, which is code-point order; an emulator may not.
+        # GCS lists in name order already; sorted so the contract does not rest on it.
         return sorted(found, key=lambda info: info.key)
 
     async def verify(self) -> None:

@@ -598,7 +598,7 @@ class S3Backend(Backend):
             for item in page.get("Contents", [])
             if not item["Key"].rsplit("/", 1)[-1].startswith(BACKUP_PREFIX)
         ]
-        # S3 lists in UTF-8 byte order, which is code-point order; compatible stores may not.
+        # S3 lists in name order already; sorted so the contract does not rest on a compatible store.
         return sorted(found, key=lambda info: info.key)
 
     def _head(self, key: str) -> Any:
