@@ -35,6 +35,7 @@ from .plain_starlette import exception_handlers, receive
 from .policy import UploadContext
 from .startup import verify_storages
 from .storages import AzureStorage, GCSStorage, LocalStorage, MemoryStorage, S3Storage
+from .tus import tus_router
 
 __all__ = [
     "AzureStorage",
@@ -71,5 +72,6 @@ __all__ = [
     "install_openapi",
     "receive",
     "sanitize_filename",
+    "tus_router",
     "verify_storages",
 ]

@@ -6,6 +6,7 @@ and ``FormModel`` for the text fields of the same body."""
 
 import inspect
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from types import UnionType
 from typing import Any, Generic, TypeVar, Union, get_args, get_origin
 
@@ -21,6 +22,7 @@ from .backends.base import Backend, StorageUnavailable
 from .config import Config
 from .download import download_response
 from .filedata import FileData
+from .resumable import remove_expired_uploads
 from .session import UploadSession
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -69,6 +71,12 @@ class Storage(Backend):
         A missing key raises ``HTTPException(404)`` before any byte is sent.
         """
         return await download_response(self, key, filename)
+
+    async def cleanup(self, older_than: timedelta = timedelta(days=1), **where: Any) -> int:
+        """The backend's ``cleanup`` (``where`` are its options), then the resumable uploads
+        (``tus_router``) whose ``Upload-Expires`` has passed; returns how many were removed."""
+        removed: int = await super().cleanup(older_than, **where)
+        return removed + await remove_expired_uploads(self)
 
     async def verify(self) -> None:
         """The backend's ``verify``, its message naming this storage. Call it at start-up

@@ -90,3 +90,45 @@ class StorageFailure(UploadError):
 
     def __init__(self, field: str | None, message: str = "the file could not be stored") -> None:
         super().__init__(field, message)
+
+
+class UploadNotFound(UploadError):
+    """No resumable upload under this id (or not one of the caller's)."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
+class UploadGone(UploadError):
+    """The resumable upload expired before it was completed."""
+
+    status_code = 410
+    error_type = "expired"
+
+
+class UploadForbidden(UploadError):
+    """The request is not allowed on this upload (a PATCH to a concatenated upload)."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
+class OffsetMismatch(UploadError):
+    """A PATCH's ``Upload-Offset`` is not where the upload's bytes end."""
+
+    status_code = 409
+    error_type = "offset_mismatch"
+
+
+class UploadLocked(UploadError):
+    """Another request is writing to this upload (on this instance or another one)."""
+
+    status_code = 423
+    error_type = "locked"
+
+
+class ChecksumMismatch(UploadError):
+    """The bytes of a PATCH do not match its ``Upload-Checksum``; they were discarded."""
+
+    status_code = 460
+    error_type = "checksum_mismatch"

@@ -538,7 +538,25 @@ class LocalBackend(Backend):
         return path
 
     async def delete(self, file: FileData | str) -> None:
-        await anyio.to_thread.run_sync(lambda: self._path_of(file).unlink(missing_ok=True))
+        await anyio.to_thread.run_sync(self._delete, self._path_of(file))
+
+    def _delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        destination = self.config.destination
+        if callable(destination):
+            return
+        # A hidden folder (the state of resumable uploads) goes with its last file; the
+        # application's own folders stay, empty or not.
+        root = Path(destination).resolve()
+        for folder in path.resolve().parents:
+            if folder == root or not folder.is_relative_to(root):
+                break
+            if not any(part.startswith(".") for part in folder.relative_to(root).parts):
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or gone): its parents are not either
 
     async def stat(self, key: str) -> ObjectInfo:
         return await anyio.to_thread.run_sync(self._stat, key)
