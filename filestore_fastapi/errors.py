@@ -7,9 +7,14 @@ They subclass Starlette's ``HTTPException`` so FastAPI answers them with its usu
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
+import anyio
 from starlette.exceptions import HTTPException
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 
 class _Detail(list[dict[str, Any]]):
@@ -132,3 +137,14 @@ class ChecksumMismatch(UploadError):
 
     status_code = 460
     error_type = "checksum_mismatch"
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that stopped a task group; the others are the cancellations it caused."""
+    errors = list(group.exceptions)
+    for error in errors:
+        if isinstance(error, BaseExceptionGroup):
+            return first_error(error)
+        if not isinstance(error, anyio.get_cancelled_exc_class()):
+            return error
+    return errors[0]

@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -53,6 +54,7 @@ from .errors import (
     UploadLocked,
     UploadNotFound,
     ValidationFailed,
+    first_error,
 )
 from .filedata import FileData
 from .policy import (
@@ -67,6 +69,9 @@ from .policy import (
 )
 from .progress import Progress
 from .sniffing import ContentCheckingWriter
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from .dependency import Storage
@@ -349,7 +354,7 @@ class ResumableUploads:
         generation = await self._acquire(upload)
         lost = False
         try:
-            async with anyio.create_task_group() as group:
+            async with _unwrapped(), anyio.create_task_group() as group:
 
                 async def renew() -> None:
                     nonlocal generation, lost
@@ -464,7 +469,7 @@ class ResumableUploads:
         received = 0
         try:
             with anyio.CancelScope() as reading:
-                async with anyio.create_task_group() as group:
+                async with _unwrapped(), anyio.create_task_group() as group:
                     group.start_soon(body.watch, reading)
                     async for chunk in body:
                         received += len(chunk)
@@ -652,6 +657,15 @@ class ResumableUploads:
             await self._delete_all(objects)
             removed += 1
         return removed
+
+
+@asynccontextmanager
+async def _unwrapped() -> AsyncIterator[None]:
+    """A task group's error as itself, not in an ``ExceptionGroup`` with the cancellations."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
 
 
 def _name(key: str) -> str:
