@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
 
-.PHONY: run test lint typecheck docs pytest emulators browser clean
+.PHONY: run test lint typecheck docs pytest emulators browser tus-js-client clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,20 @@ $(TOOLS)/node_modules/.bin/azurite-blob:
 
 emulators: $(TOOLS)/node_modules/.bin/azurite-blob
 
-run: $(VENV)/.run-installed
+# tus-js-client from npm for the example page's resumable mode (the app serves it at
+# /vendor/tus.min.js) and its browser test. `make run` goes on without npm: the page's
+# multipart upload works, and its resumable section says what is missing.
+TUS_JS_CLIENT := $(TOOLS)/tus-js-client/node_modules/tus-js-client/dist/tus.min.js
+$(TUS_JS_CLIENT):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/tus-js-client tus-js-client@4
+	touch $@
+
+tus-js-client:
+	@if [ -f $(TUS_JS_CLIENT) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(TUS_JS_CLIENT); \
+	else echo "npm missing: the example page's resumable mode needs tus-js-client" >&2; fi
+
+run: $(VENV)/.run-installed tus-js-client
 	$(BIN)/uvicorn example_app.main:app --host 127.0.0.1 --port 8000
 
 lint: $(VENV)/.dev-installed
@@ -51,7 +64,7 @@ $(SWAGGER_UI):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/swagger-ui swagger-ui-dist@5
 	touch $@
 
-pytest: $(VENV)/.dev-installed emulators browser $(SWAGGER_UI)
+pytest: $(VENV)/.dev-installed emulators browser $(SWAGGER_UI) $(TUS_JS_CLIENT)
 	$(BIN)/pytest -q
 
 docs: $(VENV)/.dev-installed

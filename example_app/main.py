@@ -2,22 +2,30 @@
 
 ``make run`` serves it on http://127.0.0.1:8000; the backend comes from ``FILESTORE_BACKEND``
 (see ``example_app/storage.py``). The API is documented at ``/docs``.
+
+Two ways in, one storage: ``POST /documents`` (multipart, one request per file) and the
+resumable mode, tus 1.0 under ``/uploads/resumable`` driven on the page by tus-js-client
+(pause, resume, survive a dropped connection). ``make run`` installs tus-js-client from npm
+into ``.tools/`` and the app serves it at ``/vendor/tus.min.js``; without it only the
+resumable section is unavailable.
 """
 
 from __future__ import annotations
 
 import mimetypes
 from collections import OrderedDict
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.types import Scope
 
-from filestore_fastapi import Config, FileData, MemoryStorage, install_openapi
+from filestore_fastapi import Config, FileData, MemoryStorage, install_openapi, tus_router
 from filestore_fastapi.download import attachment
 
 from .storage import (
@@ -25,12 +33,14 @@ from .storage import (
     FIELD,
     LOCAL_BASE_URL,
     MAX_FILES_PER_REQUEST,
+    RESUMABLE_PREFIX,
     MiB,
     Settings,
     make_storage,
 )
 
 STATIC = Path(__file__).parent / "static"
+TUS_JS = "tus.min.js"
 
 settings = Settings.from_env()
 documents = make_storage(settings)
@@ -65,6 +75,8 @@ class UploadSettings(BaseModel):
     max_files_per_request: int
     max_file_size: int
     allowed_extensions: list[str]
+    resumable_endpoint: str = Field(description="The tus 1.0 endpoint of the resumable mode.")
+    resumable_client: bool = Field(description="Whether the app has tus-js-client to serve the page.")
 
 
 class RecentUploads:
@@ -96,7 +108,13 @@ def download_key(file: FileData) -> str:
 
 
 class UploadedFiles(StaticFiles):
-    """Static files that a browser never sniffs into another type (an upload posing as HTML)."""
+    """Static files that a browser never sniffs into another type (an upload posing as HTML),
+    and never a hidden one: the resumable uploads keep their state in ``.tus/`` beside them."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if any(part.startswith(".") for part in Path(path).parts):
+            return PlainTextResponse("Not Found", status_code=404)
+        return await super().get_response(path, scope)
 
     def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
@@ -130,7 +148,37 @@ async def upload_settings() -> UploadSettings:
         max_files_per_request=MAX_FILES_PER_REQUEST,
         max_file_size=settings.max_file_size,
         allowed_extensions=list(ALLOWED_EXTENSIONS),
+        resumable_endpoint=RESUMABLE_PREFIX,
+        resumable_client=(settings.tus_js_dist / TUS_JS).is_file(),
     )
+
+
+@app.get("/vendor/tus.min.js", include_in_schema=False)
+async def tus_js_client() -> Response:
+    """tus-js-client for the page, from npm (``make run`` installs it), never from a CDN."""
+    path = settings.tus_js_dist / TUS_JS
+    if not path.is_file():
+        message = "tus-js-client is not installed: run `make run` (it needs npm) or set FILESTORE_TUS_JS_DIST"
+        return PlainTextResponse(message, status_code=404)
+    return FileResponse(path, media_type="text/javascript")
+
+
+def keep_for_download(file: FileData) -> None:
+    """A resumable upload into memory: keep it for the download link, as ``/documents`` does."""
+    if file.file is not None:
+        recent.keep(download_key(file), file.file)
+
+
+# Resumable uploads into the same storage, with the same limits and names as /documents.
+# ``GET <upload URL>`` answers the stored file's FileData once the upload is complete.
+app.include_router(
+    tus_router(
+        documents,
+        prefix=RESUMABLE_PREFIX,
+        on_complete=keep_for_download,
+        lease=timedelta(seconds=settings.tus_lease_seconds),
+    )
+)
 
 
 @app.post("/documents")

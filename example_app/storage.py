@@ -7,6 +7,10 @@ Common settings:
   ``FILESTORE_DESTINATION``    directory (local, default ``uploads/documents``) or key
                                prefix (others, default ``documents``)
   ``FILESTORE_MAX_FILE_SIZE``  bytes per file, default 50 MiB
+  ``FILESTORE_TUS_LEASE``      seconds a crashed server can block a resumable upload it was
+                               writing to, default 30
+  ``FILESTORE_TUS_JS_DIST``    the folder of tus-js-client's ``tus.min.js``, default the one
+                               ``make run`` installs from npm (``.tools/tus-js-client``)
 Cloud settings are the backends' own environment variables (see their docstrings):
   s3     ``AWS_BUCKET_NAME``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` for an emulator;
          credentials from boto3's usual chain
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from filestore_fastapi import Config, LocalStorage, MemoryStorage, Storage
@@ -29,6 +34,9 @@ BACKENDS = ("local", "memory", "s3", "gcs", "azure")
 FIELD = "document"
 MAX_FILES_PER_REQUEST = 5
 LOCAL_BASE_URL = "/media/documents"
+RESUMABLE_PREFIX = "/uploads/resumable"
+#: Where ``make run`` and ``make test`` install tus-js-client from npm (git-ignored).
+TUS_JS_DIST = Path(__file__).resolve().parents[1] / ".tools/tus-js-client/node_modules/tus-js-client/dist"
 
 # Documents and pictures. No HTML or SVG: served from our own origin they could run script.
 ALLOWED_EXTENSIONS = (
@@ -45,6 +53,8 @@ class Settings:
     backend: str
     destination: str
     max_file_size: int
+    tus_lease_seconds: float = 30.0
+    tus_js_dist: Path = TUS_JS_DIST
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -56,6 +66,8 @@ class Settings:
             backend=backend,
             destination=env.get("FILESTORE_DESTINATION") or default_destination,
             max_file_size=int(env.get("FILESTORE_MAX_FILE_SIZE") or 50 * MiB),
+            tus_lease_seconds=float(env.get("FILESTORE_TUS_LEASE") or 30),
+            tus_js_dist=Path(env.get("FILESTORE_TUS_JS_DIST") or TUS_JS_DIST),
         )
 
     @property

@@ -1,8 +1,11 @@
-"""The example app `make run` serves: documents on local disk, images in memory."""
+"""The example app `make run` serves: documents on local disk (multipart or tus), images in memory."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -35,3 +38,66 @@ def test_images_stay_in_memory_and_must_be_images(client: TestClient, tmp_path: 
     refused = client.post("/images", files={"image": ("dot.txt", b"text", "text/plain")})
     assert refused.status_code == 415
     assert not (tmp_path / "documents").exists() or not any((tmp_path / "documents").iterdir())
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def tus_metadata(**values: str) -> str:
+    return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in values.items())
+
+
+def test_resumable_uploads_land_beside_the_documents(client: TestClient, tmp_path: Path) -> None:
+    settings = client.get("/api/settings").json()
+    endpoint = settings["resumable_endpoint"]
+    assert endpoint == "/uploads/resumable"
+    data = os.urandom(70_000)
+    created = client.post(
+        endpoint,
+        headers={**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": tus_metadata(filename="big.pdf")},
+    )
+    assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    for offset in (0, 30_000):
+        piece = data[offset : offset + 30_000] if offset == 0 else data[offset:]
+        headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
+        assert client.patch(url, content=piece, headers=headers).status_code == 204
+    stored = client.get(url).json()  # what the page shows once tus-js-client is done
+    assert stored["filename"] == "big.pdf" and stored["url"] == "/media/documents/big.pdf"
+    assert stored["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "documents" / "big.pdf").read_bytes() == data
+    assert client.get(stored["url"]).content == data
+    # The same limits as /documents: an .exe is refused at creation.
+    refused = client.post(
+        endpoint, headers={**TUS, "Upload-Length": "10", "Upload-Metadata": tus_metadata(filename="x.exe")}
+    )
+    assert refused.status_code == 415
+
+
+def test_the_resumable_state_is_never_served_as_a_file(client: TestClient, tmp_path: Path) -> None:
+    created = client.post(
+        "/uploads/resumable",
+        headers={**TUS, "Upload-Length": "10", "Upload-Metadata": tus_metadata(filename="a.txt")},
+    )
+    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    assert (tmp_path / "documents" / ".tus" / upload_id / "info").is_file()
+    assert client.get(f"/media/documents/.tus/{upload_id}/info").status_code == 404
+
+
+def test_tus_js_client_is_served_from_npm_or_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "dist"
+    monkeypatch.setenv("FILESTORE_TUS_JS_DIST", str(dist))
+    monkeypatch.setenv("FILESTORE_DESTINATION", str(tmp_path / "documents"))
+    sys.modules.pop("example_app.main", None)
+    client = TestClient(importlib.import_module("example_app.main").app)
+    missing = client.get("/vendor/tus.min.js")
+    assert missing.status_code == 404 and "npm" in missing.text
+    assert client.get("/api/settings").json()["resumable_client"] is False
+    dist.mkdir()
+    (dist / "tus.min.js").write_text("var tus = {};")
+    served = client.get("/vendor/tus.min.js")
+    assert served.status_code == 200 and served.text == "var tus = {};"
+    assert served.headers["content-type"].startswith("text/javascript")
+    assert client.get("/api/settings").json()["resumable_client"] is True
