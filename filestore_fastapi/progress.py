@@ -13,8 +13,8 @@ from .policy import UploadContext, call_hook
 
 
 class Progress:
-    """Calls ``config.progress(context, received)`` each time ``received`` passes another
-    ``progress_interval`` bytes, and once more at the end of the file."""
+    """Calls ``config.progress(context, received)`` each time ``received`` passes a whole
+    multiple of ``progress_interval`` bytes, and once more at the end of the file."""
 
     __slots__ = ("_config", "_context", "_next", "_reported")
 
@@ -22,7 +22,12 @@ class Progress:
         self._config = config
         self._context = context
         self._reported = received
-        self._next = received + config.progress_interval if config.progress is not None else -1
+        self._next = self._mark_after(received) if config.progress is not None else -1
+
+    def _mark_after(self, received: int) -> int:
+        # Marks at whole intervals, so an upload resumed in small pieces still crosses them.
+        interval = self._config.progress_interval
+        return (received // interval + 1) * interval
 
     def due(self, received: int) -> bool:
         """Whether ``received`` (the file's bytes so far) calls for the hook: the hot check."""
@@ -34,5 +39,5 @@ class Progress:
         if hook is None or received == self._reported:
             return
         self._reported = received
-        self._next = received + self._config.progress_interval
+        self._next = self._mark_after(received)
         await call_hook(hook, self._context, received)

@@ -45,6 +45,7 @@ from starlette.requests import ClientDisconnect, Request
 from .backends.base import KeyTaken, NotFound, ObjectInfo, Writer, WriteRequest
 from .errors import (
     ChecksumMismatch,
+    MalformedRequest,
     OffsetMismatch,
     PayloadTooLarge,
     RequestTimeout,
@@ -445,10 +446,10 @@ class ResumableUploads:
     async def _declare_length(self, upload: Upload, length: int) -> None:
         if upload.length is not None:
             if length != upload.length:
-                raise ValidationFailed(None, f"Upload-Length is {upload.length} already")
+                raise MalformedRequest(None, f"Upload-Length is {upload.length} already")
             return
         if length < upload.offset:
-            raise ValidationFailed(None, f"Upload-Length {length} is below the offset {upload.offset}")
+            raise MalformedRequest(None, f"Upload-Length {length} is below the offset {upload.offset}")
         check_size(self.storage.config, self.storage.name, length)
         await self._put(upload.info.id, LENGTH, str(length).encode())
         upload.length = length

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -82,7 +82,7 @@ def test_pieces_of_any_size_resume_and_complete_into_one_object(harness: Contrac
     with tus_client(storage, completed) as client:
         url = create(client, len(data))
         cuts = [0, 1, 700_000, 5 * MiB + 3, len(data)]
-        for start, end in zip(cuts, cuts[1:], strict=False):
+        for start, end in itertools.pairwise(cuts):
             reply = patch(client, url, start, data[start:end])
             assert reply.status_code == 204, reply.text
             assert client.head(url, headers=TUS).headers["Upload-Offset"] == str(end)
@@ -123,7 +123,9 @@ def test_a_checksum_mismatch_discards_the_piece_and_keeps_the_offset(harness: Co
         for start in (0, MiB):
             piece = data[start : start + MiB]
             digest = base64.b64encode(hashlib.sha256(piece).digest()).decode()
-            assert patch(client, url, start, piece, **{"Upload-Checksum": f"sha256 {digest}"}).status_code == 204
+            assert (
+                patch(client, url, start, piece, **{"Upload-Checksum": f"sha256 {digest}"}).status_code == 204
+            )
     [file] = completed
     assert anyio.run(stored_bytes, harness, storage, file) == data
 
