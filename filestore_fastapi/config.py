@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .checksums import ChecksumAlgorithm, require_algorithm
+
 MiB = 1024 * 1024
 
 #: A hook receives one ``UploadContext`` and may be sync or async.
@@ -32,6 +34,9 @@ class Config(BaseModel):
     overwrite: bool = False
     chunk_size: int = Field(default=MiB, gt=0)
     sanitize_filename: bool = True
+    checksum: ChecksumAlgorithm | None = "sha256"
+    """The checksum of every stored file (``FileData.checksum``): ``"sha256"``, ``"md5"``,
+    ``"crc32c"`` (extra ``gcp``), ``"sha1"``, or None to hash nothing."""
 
     # Per-file validation.
     max_file_size: int | None = Field(default=None, ge=0)
@@ -65,7 +70,8 @@ class Config(BaseModel):
     metadata: Hook | None = None
     progress: Hook | None = None
     """Called as ``progress(context, received)`` with a file's bytes so far, each time
-    they pass another ``progress_interval`` bytes and at its end (multipart and resumable)."""
+    they pass a whole multiple of ``progress_interval`` bytes, and at its end (multipart and
+    resumable uploads alike; never per chunk)."""
     progress_interval: int = Field(default=MiB, gt=0)
 
     # S3 (extra "s3").
@@ -149,6 +155,7 @@ class Config(BaseModel):
             from .sniffing import require_sniffer
 
             require_sniffer()
+        require_algorithm(self.checksum)
         return self
 
 

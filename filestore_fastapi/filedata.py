@@ -19,7 +19,15 @@ class FileData(BaseModel):
     original_filename: str | None = Field(description="The name the client sent, unmodified.")
     content_type: str
     size: int
-    sha256: str = Field(description="Hex SHA-256 of the bytes stored.")
+    sha256: str | None = Field(
+        default=None, description="Hex SHA-256 of the bytes stored, when ``checksum_algorithm`` is sha256."
+    )
+    checksum_algorithm: str | None = Field(
+        default=None, description='The ``checksum`` config key: "sha256", "md5", "crc32c", "sha1", or None.'
+    )
+    checksum: str | None = Field(
+        default=None, description="Hex checksum of the bytes stored, by ``checksum_algorithm``."
+    )
     path: Path | None = Field(
         default=None,
         exclude=True,  # a server path is nobody's business but the server's: not in the JSON

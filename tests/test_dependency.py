@@ -84,6 +84,8 @@ def test_the_issue_example_and_the_filedata_json_shape(
         "content_type": "application/pdf",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "checksum_algorithm": "sha256",
+        "checksum": hashlib.sha256(data).hexdigest(),
         "url": "/media/documents/my_report_1_%C3%A9t%C3%A9_.PDF",
         "storage": "local",
         "metadata": {"relative_path": name},  # relative to the destination, never absolute
