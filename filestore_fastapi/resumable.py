@@ -25,7 +25,6 @@ multipart upload of the same file gets; then the pieces are deleted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -43,6 +42,7 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 
 from .backends.base import KeyTaken, NotFound, ObjectInfo, Writer, WriteRequest
+from .checksums import checksum_fields, new_hasher
 from .errors import (
     ChecksumMismatch,
     MalformedRequest,
@@ -537,11 +537,12 @@ class ResumableUploads:
             destination=info.destination,
         )
         writer = await self.storage.open_writer(target)
-        hasher = hashlib.sha256()
+        hasher = new_hasher(config)
         try:
             for piece in pieces:
                 async for chunk in self.storage.open(piece.key):
-                    await anyio.to_thread.run_sync(hasher.update, chunk)
+                    if hasher is not None:
+                        await anyio.to_thread.run_sync(hasher.update, chunk)
                     await writer.write(chunk)
             stored = await writer.commit()
         except KeyTaken as exc:
@@ -559,7 +560,7 @@ class ResumableUploads:
             original_filename=context.filename or None,
             content_type=info.content_type,
             size=size,
-            sha256=hasher.hexdigest(),
+            **checksum_fields(hasher),
             path=stored.path,
             url=stored.url,
             file=stored.file,
