@@ -10,6 +10,8 @@ data, whatever the chunking.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from .backends.base import Chunk
 
@@ -81,3 +83,13 @@ class ChunkBuffer:
         self._pieces.clear()
         self._tail = bytearray()
         self.size = 0
+
+
+@runtime_checkable
+class BatchWriter(Protocol):
+    """A capability of some writers (local disk): take a whole batch in one blocking call,
+    made from a worker thread of the storage's ``workers``, one call at a time and never
+    together with ``write``. The session then hashes and writes a batch in one thread hop
+    instead of awaiting ``write`` per piece."""
+
+    def write_batch_blocking(self, chunks: Sequence[Chunk]) -> None: ...

@@ -7,7 +7,7 @@ If anything fails, every file of the request is removed before the error propaga
 
 from __future__ import annotations
 
-import hashlib
+import concurrent.futures
 import logging
 import sys
 from collections.abc import AsyncGenerator, Sequence
@@ -20,7 +20,9 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 
 from .backends.base import KeyTaken, Writer, WriteRequest
-from .buffer import ChunkBuffer
+from .backends.threads import wait, wait_out
+from .buffer import BatchWriter, ChunkBuffer
+from .checksums import Hasher, checksum_fields, new_hasher
 from .config import Config
 from .errors import (
     PayloadTooLarge,
@@ -29,6 +31,7 @@ from .errors import (
     UploadConflict,
     UploadError,
     ValidationFailed,
+    first_error,
 )
 from .filedata import FileData
 from .multipart import (
@@ -51,6 +54,7 @@ from .policy import (
     target_destination,
     target_name,
 )
+from .progress import Progress
 from .sniffing import ContentCheckingWriter
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -97,40 +101,73 @@ class RequestLimits:
         )
 
 
-def _hash_all(hasher: hashlib._Hash, chunks: list[Chunk]) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)  # releases the GIL: runs beside the event loop
+def _hash_all(hasher: Hasher | None, chunks: list[Chunk]) -> None:
+    if hasher is not None:
+        for chunk in chunks:
+            hasher.update(chunk)  # releases the GIL: runs beside the event loop
+
+
+def _hash_and_write(hasher: Hasher | None, writer: BatchWriter, chunks: list[Chunk]) -> None:
+    _hash_all(hasher, chunks)  # while the bytes are still in the CPU's cache
+    writer.write_batch_blocking(chunks)
 
 
 @dataclass
 class _OpenFile:
     """A file being received. Its bytes are gathered into batches of ``chunk_size``; each
-    batch is hashed (in a worker thread) and written while the loop parses the next one,
-    with at most one batch in flight, so memory stays at about two batches per file."""
+    batch is hashed and written in a worker thread while the loop parses the next one,
+    with at most one batch in flight, so memory stays at about two batches per file.
+
+    A writer that can take a whole batch in a blocking call (``BatchWriter``: local disk)
+    gets it in the same thread hop as the hashing: one hop per batch, no task. Any other
+    writer is awaited on the loop while the batch is hashed in a thread beside it."""
 
     storage: Storage
     writer: Writer
     context: UploadContext
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    hasher: Hasher | None
+    progress: Progress
     size: int = 0
     batch: ChunkBuffer = field(default_factory=ChunkBuffer)
-    idle: anyio.Event = field(default_factory=anyio.Event)
-    in_flight: bool = False
+    idle: anyio.Event | None = None
+    pending: concurrent.futures.Future[None] | None = None
 
     async def settle(self) -> None:
         """Wait until the batch in flight, if any, is hashed and written."""
-        if self.in_flight:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            await wait(pending)
+        elif self.idle is not None:
             await self.idle.wait()
-            self.in_flight = False
+            self.idle = None
 
-    async def process(self, batch: list[Chunk]) -> None:
+    async def wait_out(self) -> None:
+        """Wait for the batch in flight, whatever its outcome (before an abort)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            await wait_out(pending)
+        elif self.idle is not None:
+            await self.idle.wait()
+            self.idle = None
+
+    def send(self, batch: list[Chunk], background: TaskGroup) -> None:
+        """Start hashing and writing ``batch`` (the previous one has settled)."""
+        writer = self.writer
+        if isinstance(writer, BatchWriter):
+            self.pending = self.storage.workers.submit(_hash_and_write, self.hasher, writer, batch)
+        else:
+            self.idle = anyio.Event()
+            background.start_soon(self._process, batch, self.idle)
+
+    async def _process(self, batch: list[Chunk], idle: anyio.Event) -> None:
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(anyio.to_thread.run_sync, _hash_all, self.hasher, batch)
+                if self.hasher is not None:
+                    group.start_soon(anyio.to_thread.run_sync, _hash_all, self.hasher, batch)
                 for chunk in batch:
                     await self.writer.write(chunk)
         finally:
-            self.idle.set()
+            idle.set()
 
 
 @dataclass
@@ -252,7 +289,7 @@ class UploadSession:
                         timeout = self.limits.idle_timeout
                         raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")
             except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+                raise first_error(group) from None
             finally:
                 self._background = None
             self._check_required()
@@ -377,20 +414,21 @@ class UploadSession:
             writer: Writer = ContentCheckingWriter(storage, target)  # opens the backend's once the bytes pass
         else:
             writer = await storage.open_writer(target)
-        self._open = _OpenFile(storage, writer, context)
+        config = storage.config
+        self._open = _OpenFile(storage, writer, context, new_hasher(config), Progress(config, context))
 
     async def _on_data(self, data: memoryview) -> None:
-        if self._open is not None:
-            current = self._open
-            current.size += len(data)
-            check_size(current.storage.config, current.context.field_name, current.size)
+        current = self._open
+        if current is not None:
+            size = current.size = current.size + len(data)
+            check_size(current.storage.config, current.context.field_name, size)
             current.batch.append(data)
             if current.batch.size >= self._batch_bytes:
                 await current.settle()
                 assert self._background is not None
-                current.idle = anyio.Event()
-                current.in_flight = True
-                self._background.start_soon(current.process, current.batch.take())
+                current.send(current.batch.take(), self._background)
+            if current.progress.due(size):
+                await current.progress.report(size)
         elif self._text is not None:
             name = self._text.name
             self._text.value += data
@@ -419,6 +457,7 @@ class UploadSession:
         _hash_all(current.hasher, tail)
         for chunk in tail:
             await current.writer.write(chunk)
+        await current.progress.report(current.size)
         check_complete(current.storage.config, current.context.field_name, current.size)
         self._complete.append(current)
         self._open = None
@@ -443,7 +482,7 @@ class UploadSession:
                 original_filename=context.filename,
                 content_type=context.content_type,
                 size=current.size,
-                sha256=current.hasher.hexdigest(),
+                **checksum_fields(current.hasher),
                 path=stored.path,
                 url=stored.url,
                 file=stored.file,
@@ -468,6 +507,7 @@ class UploadSession:
         self._open, self._complete = None, []
         for current in pending:
             try:
+                await current.wait_out()  # a batch still being written must land before the abort
                 await current.writer.abort()
             except Exception:
                 logger.exception("could not abort a partial upload")
@@ -495,14 +535,3 @@ async def _within_body_limit(
                 if limit is not None and received > limit:
                     raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
             yield event
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that stopped the body pass; the others are the cancellations it caused."""
-    errors = list(group.exceptions)
-    for error in errors:
-        if isinstance(error, BaseExceptionGroup):
-            return _first_error(error)
-        if not isinstance(error, anyio.get_cancelled_exc_class()):
-            return error
-    return errors[0]

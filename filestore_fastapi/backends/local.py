@@ -376,6 +376,12 @@ class LocalWriter(Writer):
             chunks = self._pending.take()
             await anyio.to_thread.run_sync(self._write, chunks)
 
+    def write_batch_blocking(self, chunks: Sequence[Chunk]) -> None:
+        """``BatchWriter``: one ``writev`` of ``chunks`` now, in the caller's (worker) thread."""
+        if self._aborted:
+            raise WriterClosed("write after abort()")
+        self._write(chunks)
+
     def _write(self, chunks: Sequence[Chunk]) -> None:
         if self._fd is None:
             self._fd, self._temp = _open_temp(self._directory)
