@@ -437,3 +437,17 @@ def test_a_lease_left_by_a_crashed_instance_blocks_only_until_it_expires(tmp_pat
     time.sleep(1.1)
     assert app.patch(url, 0, b"abc").status_code == 204
     assert (tmp_path / "videos" / "clip.mp4").read_bytes() == b"abc"
+
+
+def test_upload_ids_are_128_random_bits(tus: App) -> None:
+    ids = {tus.create(1).rsplit("/", 1)[1] for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(upload_id) == 32 and int(upload_id, 16) >= 0 for upload_id in ids)
+    assert len({upload_id[:8] for upload_id in ids}) == 50, "no shared prefix: not a counter"
+
+
+def test_metadata_over_64_kib_is_413(tus: App) -> None:
+    huge = metadata(filename="a.mp4", note="x" * 50_000)
+    reply = tus.client.post("/uploads", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": huge})
+    assert reply.status_code == 413 and "Upload-Metadata" in reply.text
+    assert tus.files() == []
