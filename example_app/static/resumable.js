@@ -80,7 +80,8 @@
       chunkSize: chunkKiB * 1024,
       parallelUploads: parallelInput.checked ? 2 : 1,
       metadata: { filename: file.name, filetype: file.type || "application/octet-stream" },
-      retryDelays: [0, 500, 1000, 2000, 3000, 5000, 8000],
+      // About 45 s in all: longer than the 30 s a crashed server's lease can hold the upload.
+      retryDelays: [0, 500, 1000, 2000, 3000, 5000, 8000, 10000, 15000],
       removeFingerprintOnSuccess: true,
       onProgress: (sent, total) => {
         setProgress(sent, total);

@@ -91,10 +91,11 @@ def run_uvicorn(
     workers: int = 1,
     timeout: float = 30.0,
     server: str = "uvicorn",
+    port: int | None = None,
 ) -> Iterator[Server]:
     """Start ``app`` (``module:attribute``) under ``server`` (uvicorn by default) on
-    127.0.0.1 and stop it afterwards."""
-    port = free_port()
+    127.0.0.1 (on ``port``, else a free one) and stop it afterwards."""
+    port = port or free_port()
     command = server_command(server, app, port, workers)
     process_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     process = subprocess.Popen(command, env=process_env, cwd=ROOT)

@@ -1,0 +1,272 @@
+"""The example page's resumable mode in headless Chromium: tus-js-client against a real uvicorn.
+
+tus-js-client is npm's (``make test`` installs it under ``.tools``); the app serves it, and
+the browser reaches nothing but the app on 127.0.0.1. Each upload is a file on disk of a
+few MiB, sent in 256 KiB PATCHes; the sha256 the page shows (from ``GET <upload URL>``)
+and the stored file's are the source's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.httpclient import httpx
+
+from .browser import open_browser, screenshot_path
+from .server import ROOT, Server, run_uvicorn
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Request, Route
+
+MiB = 1024 * 1024
+SIZE = 3 * MiB
+CHUNK_KIB = 256
+TIMEOUT_MS = 30_000
+APP = "example_app.main:app"
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def tus_js_dist() -> Path:
+    """npm's tus-js-client: ``FILESTORE_TUS_JS_DIST`` or ``.tools/tus-js-client``."""
+    configured = os.environ.get("FILESTORE_TUS_JS_DIST")
+    dist = Path(configured) if configured else ROOT / ".tools/tus-js-client/node_modules/tus-js-client/dist"
+    if not (dist / "tus.min.js").is_file():
+        problem = "tus-js-client is not installed (make test installs it with npm)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem}; CI must run the resumable browser tests")
+        pytest.skip(problem)
+    return dist
+
+
+@pytest.fixture(scope="module")
+def dist() -> Path:
+    return tus_js_dist()
+
+
+@pytest.fixture(scope="module")
+def browser(dist: Path) -> Iterator[Browser]:  # skips before a browser starts
+    with open_browser() as opened:
+        yield opened
+
+
+@dataclass
+class Traffic:
+    """What the page sent: every URL, and the tus requests with their headers."""
+
+    base: str
+    urls: list[str] = field(default_factory=list)
+    tus: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def seen(self, request: Request) -> None:
+        self.urls.append(request.url)
+        if "/uploads/resumable" in request.url and request.method in ("POST", "PATCH"):
+            self.tus.append((request.method, request.headers))
+
+    def patches(self) -> list[int]:
+        """The ``Upload-Offset`` of each PATCH, in order."""
+        return [int(headers["upload-offset"]) for method, headers in self.tus if method == "PATCH"]
+
+    def guard(self, route: Route) -> None:
+        if route.request.url.startswith(self.base):
+            route.continue_()
+        else:
+            route.abort()  # nothing leaves 127.0.0.1
+
+
+@dataclass
+class Setup:
+    tmp_path: Path
+    env: dict[str, str]
+
+    @property
+    def stored(self) -> Path:
+        return self.tmp_path / "documents"
+
+
+@pytest.fixture
+def setup(dist: Path, tmp_path: Path) -> Setup:
+    env = {
+        "FILESTORE_BACKEND": "local",
+        "FILESTORE_DESTINATION": str(tmp_path / "documents"),
+        "FILESTORE_TUS_JS_DIST": str(dist),
+        "FILESTORE_TUS_LEASE": "2",  # a killed server's lease on its upload: 2 s, not 30
+    }
+    return Setup(tmp_path, env)
+
+
+def open_page(browser: Browser, server: Server) -> tuple[Page, Traffic]:
+    context = browser.new_context(base_url=server.url, viewport={"width": 1000, "height": 1300})
+    context.set_default_timeout(TIMEOUT_MS)
+    traffic = Traffic(base=server.url + "/")
+    context.route("**/*", traffic.guard)
+    context.on("request", traffic.seen)
+    page = context.new_page()
+    page.goto("/")
+    page.locator('#tus-state[data-state="idle"]').wait_for()
+    return page, traffic
+
+
+def throttler(page: Page) -> Callable[[int], None]:
+    """Sets Chromium's upload throughput (bytes/s, -1: none) for the page's requests."""
+    session = page.context.new_cdp_session(page)
+    session.send("Network.enable")
+
+    def throttle(bytes_per_second: int) -> None:
+        conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+        session.send("Network.emulateNetworkConditions", {**conditions, "uploadThroughput": bytes_per_second})
+
+    return throttle
+
+
+def source_file(setup: Setup, name: str) -> tuple[Path, str]:
+    path = setup.tmp_path / "source" / name
+    path.parent.mkdir(exist_ok=True)
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def start(page: Page, path: Path, *, parallel: bool = False) -> None:
+    page.set_input_files("#tus-file", str(path))
+    page.fill("#tus-chunk", str(CHUNK_KIB))
+    if parallel:
+        page.check("#tus-parallel")
+    page.click("#tus-start")
+
+
+def percent(page: Page) -> int:
+    return int(page.locator("#tus-progress").get_attribute("aria-valuenow") or 0)
+
+
+def sent_bytes(page: Page) -> int:
+    return int(page.locator("#tus-progress").get_attribute("data-bytes") or 0)
+
+
+def wait_for_percent(page: Page, at_least: int) -> None:
+    page.wait_for_function(
+        f"Number(document.getElementById('tus-progress').getAttribute('aria-valuenow')) >= {at_least}"
+    )
+
+
+def check_stored(page: Page, setup: Setup, name: str, digest: str, traffic: Traffic) -> None:
+    page.locator('#tus-state[data-state="done"]').wait_for()
+    assert page.locator("#tus-sha256").inner_text() == digest
+    assert page.locator("#tus-name").inner_text() == name
+    assert page.locator("#tus-url").get_attribute("href") == f"/media/documents/{name}"
+    assert hashlib.sha256((setup.stored / name).read_bytes()).hexdigest() == digest
+    assert percent(page) == 100
+    assert all(url.startswith(traffic.base) for url in traffic.urls), traffic.urls
+    assert not [p for p in (setup.stored / ".tus").rglob("data-*")]  # no piece left behind
+
+
+def upload_url(server: Server, traffic: Traffic) -> str:
+    """The one upload the page created (tus-js-client's POST answered its Location)."""
+    [(method, headers)] = [entry for entry in traffic.tus if entry[0] == "POST"]
+    assert method == "POST" and headers["upload-length"] == str(SIZE)
+    [location] = {
+        urlsplit(url).path
+        for url in traffic.urls
+        if "/uploads/resumable/" in url and len(url.rsplit("/", 1)[1]) == 32
+    }
+    return server.url + location
+
+
+def settled_offset(url: str) -> int:
+    """The server's offset once the bytes of a cut-off PATCH are all stored."""
+    offset = -1
+    while True:
+        now = int(httpx.head(url, headers=TUS).headers["Upload-Offset"])
+        if now == offset:
+            return offset
+        offset = now
+        time.sleep(0.3)
+
+
+def test_pause_stops_the_upload_and_resume_finishes_it(browser: Browser, setup: Setup) -> None:
+    path, digest = source_file(setup, "paused.pdf")
+    with run_uvicorn(APP, env=setup.env) as server:
+        page, traffic = open_page(browser, server)
+        throttle = throttler(page)
+        throttle(2 * MiB)  # about 1.5 s for the file: Pause lands part-way
+        start(page, path)
+        wait_for_percent(page, 25)
+        page.click("#tus-pause")
+        page.locator('#tus-state[data-state="paused"]').wait_for()
+        assert page.locator("#tus-resume").is_enabled()
+        paused_at = sent_bytes(page)
+        offset = settled_offset(upload_url(server, traffic))
+        time.sleep(0.5)
+        assert sent_bytes(page) == paused_at and percent(page) < 100, "progress went on while paused"
+        assert settled_offset(upload_url(server, traffic)) == offset  # the server's too
+        assert 0 < offset < SIZE
+        patches_before = len(traffic.patches())
+
+        throttle(-1)
+        page.click("#tus-resume")
+        check_stored(page, setup, "paused.pdf", digest, traffic)
+        offsets = traffic.patches()
+        assert offsets[patches_before] == offset  # resumed where the server was, not from 0
+        assert len(offsets) >= SIZE // (CHUNK_KIB * 1024)  # several PATCHes, 256 KiB each at most
+        page.screenshot(path=str(screenshot_path("browser-tus.png")), full_page=True)
+
+
+def test_two_parallel_uploads_are_concatenated(browser: Browser, setup: Setup) -> None:
+    path, digest = source_file(setup, "parallel.pdf")
+    with run_uvicorn(APP, env=setup.env) as server:
+        page, traffic = open_page(browser, server)
+        start(page, path, parallel=True)
+        check_stored(page, setup, "parallel.pdf", digest, traffic)
+        concat = [headers.get("upload-concat", "") for method, headers in traffic.tus if method == "POST"]
+        assert concat.count("partial") == 2
+        assert [c for c in concat if c.startswith("final;")] and len(concat) == 3
+        assert len(traffic.patches()) >= SIZE // (CHUNK_KIB * 1024)
+
+
+def test_an_upload_survives_the_server_killed_and_restarted(browser: Browser, setup: Setup) -> None:
+    path, digest = source_file(setup, "cut.pdf")
+    with ExitStack() as servers:
+        first = servers.enter_context(run_uvicorn(APP, env=setup.env))
+        page, traffic = open_page(browser, first)
+        throttler(page)(2 * MiB)
+        start(page, path)
+        wait_for_percent(page, 30)
+        first.process.kill()  # SIGKILL mid-PATCH: no response, the lease left behind
+        first.process.wait()
+        page.locator('#tus-state[data-state="retrying"]').wait_for()
+        patches_before = len(traffic.patches())
+        port = urlsplit(first.url).port
+        second = servers.enter_context(run_uvicorn(APP, env=setup.env, port=port))
+        check_stored(page, setup, "cut.pdf", digest, traffic)
+        resumed = traffic.patches()[patches_before:]
+        assert resumed and resumed[0] > 0  # tus-js-client went on from the server's offset
+        assert second.process.poll() is None
+
+
+def test_a_reloaded_page_resumes_the_upload_it_remembers(browser: Browser, setup: Setup) -> None:
+    path, digest = source_file(setup, "reloaded.pdf")
+    with run_uvicorn(APP, env=setup.env) as server:
+        page, traffic = open_page(browser, server)
+        throttler(page)(2 * MiB)
+        start(page, path)
+        wait_for_percent(page, 30)
+        page.reload()  # the PATCH in flight is cut off; tus-js-client kept the upload's URL
+        page.locator('#tus-state[data-state="idle"]').wait_for()
+        offset = settled_offset(upload_url(server, traffic))
+        assert 0 < offset < SIZE
+        patches_before = len(traffic.patches())
+        start(page, path)  # the same file chosen again: found by its fingerprint
+        check_stored(page, setup, "reloaded.pdf", digest, traffic)
+        assert [method for method, _ in traffic.tus].count("POST") == 1  # no second upload created
+        assert traffic.patches()[patches_before] == offset
+        # Done, the browser forgets it: the same file again is a new upload (reloaded-1.pdf).
+        assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))") == []
