@@ -46,7 +46,9 @@
     const status = statusOf(error);
     let detail = "";
     try {
-      detail = JSON.parse(error.originalResponse.getBody()).detail || "";
+      const body = JSON.parse(error.originalResponse.getBody()).detail;
+      detail = Array.isArray(body) ? body.map((item) => item.msg).join("; ") : String(body || "");
+      detail = detail.replace(/^[^:\s]+: /, ""); // drop the "field: " prefix
     } catch (_) {
       // no JSON body: a lost connection, or a HEAD
     }

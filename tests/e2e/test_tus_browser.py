@@ -270,3 +270,15 @@ def test_a_reloaded_page_resumes_the_upload_it_remembers(browser: Browser, setup
         assert traffic.patches()[patches_before] == offset
         # Done, the browser forgets it: the same file again is a new upload (reloaded-1.pdf).
         assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))") == []
+
+
+def test_a_refused_file_shows_the_servers_reason(browser: Browser, setup: Setup) -> None:
+    path = setup.tmp_path / "setup.exe"
+    path.write_bytes(b"MZ" * 1000)
+    with run_uvicorn(APP, env=setup.env) as server:
+        page, traffic = open_page(browser, server)
+        start(page, path)
+        page.locator('#tus-state[data-state="failed"]').wait_for()
+        message = page.locator("#tus-state").inner_text()
+        assert "HTTP 415" in message and "extension '.exe' is not allowed" in message, message
+        assert traffic.patches() == [] and page.locator("#tus-result").is_hidden()
