@@ -31,6 +31,7 @@ import re
 import secrets
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from starlette.requests import ClientDisconnect, Request
 
-from .backends.base import KeyTaken, NotFound, ObjectInfo, Writer, WriteRequest
-from .checksums import checksum_fields, new_hasher
+from .backends.base import Composing, KeyTaken, NotFound, ObjectInfo, Writer, WriteRequest
+from .checksums import Hasher, checksum_fields, new_hasher
 from .errors import (
     ChecksumMismatch,
     MalformedRequest,
@@ -84,6 +85,9 @@ INFO, LENGTH, DONE = "info", "length", "done"
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _PIECE = re.compile(r"data-(\d{20})")
 _LOCK = re.compile(r"lock-(\d{12})")
+RUNNING_HASHERS = 1024
+"""Uploads in progress whose checksum so far one instance keeps (a cache: a miss costs a
+read of the pieces at completion, never a wrong checksum)."""
 
 OnComplete = Callable[[FileData], Awaitable[None] | None]
 
@@ -209,6 +213,7 @@ class ResumableUploads:
         self.lease_seconds = lease.total_seconds()
         self.on_complete = on_complete
         self.folder = state_folder(storage)
+        self._hashers: OrderedDict[str, tuple[int, Hasher]] = OrderedDict()
         try:
             storage.key_of(self.folder, INFO)
         except ValueError:
@@ -465,6 +470,7 @@ class ResumableUploads:
         else:
             writer = await self.storage.open_writer(target)
         hasher = checksum[0]() if checksum else None
+        running = self._running_hasher(upload)
         progress = Progress(config, self.context(request, upload.info.metadata), upload.offset)
         body = _Body(request, config.idle_timeout)
         received = 0
@@ -483,6 +489,8 @@ class ResumableUploads:
                         check_size(config, field_name, total)
                         if hasher is not None:
                             hasher.update(chunk)
+                        if running is not None:
+                            running.update(chunk)
                         await writer.write(chunk)
                         if progress.due(total):
                             await progress.report(total)
@@ -507,6 +515,8 @@ class ResumableUploads:
             await writer.release()
             key = self.storage.key_of(target.destination, target.filename)
             upload.pieces.append(ObjectInfo(key=key, size=received, content_type=None))
+            if running is not None:
+                self._keep_hasher(upload.info.id, upload.offset + received, running)
         if body.timed_out and checksum is None:
             # Kept what came; the client is told, and resumes from the new offset.
             timeout = config.idle_timeout
@@ -520,13 +530,38 @@ class ResumableUploads:
             await self._put(upload.info.id, DONE, json.dumps({"size": upload.offset}).encode())
             upload.done = {"size": upload.offset}
             return None
-        file = await self.assemble(upload, upload.pieces, request)
+        entry = self._hashers.get(upload.info.id)
+        hashed = entry[1] if entry is not None and entry[0] == upload.offset else None
+        file = await self.assemble(upload, upload.pieces, request, hashed=hashed)
+        self._hashers.pop(upload.info.id, None)
         await self._delete_all(upload.pieces)
         return file
 
-    async def assemble(self, upload: Upload, pieces: list[ObjectInfo], request: Request) -> FileData:
-        """Stream ``pieces`` in order into a new file with the upload's name and folder,
-        claimed by the storage's collision policy; ``on_complete`` runs before it stays."""
+    def _running_hasher(self, upload: Upload) -> Hasher | None:
+        """A hasher that has seen the upload's bytes so far, if they all came through this
+        instance in order (else the completion hashes the pieces as it reads them)."""
+        if upload.info.concat == "partial" or self.storage.config.checksum is None:
+            return None
+        if upload.offset == 0:
+            return new_hasher(self.storage.config)
+        entry = self._hashers.pop(upload.info.id, None)
+        return entry[1] if entry is not None and entry[0] == upload.offset else None
+
+    def _keep_hasher(self, upload_id: str, offset: int, hasher: Hasher) -> None:
+        self._hashers[upload_id] = (offset, hasher)
+        self._hashers.move_to_end(upload_id)
+        while len(self._hashers) > RUNNING_HASHERS:
+            self._hashers.popitem(last=False)
+
+    async def assemble(
+        self, upload: Upload, pieces: list[ObjectInfo], request: Request, *, hashed: Hasher | None = None
+    ) -> FileData:
+        """Join ``pieces`` in order into a new file with the upload's name and folder,
+        claimed by the storage's collision policy; ``on_complete`` runs before it stays.
+
+        Inside the store when the backend is ``Composing`` and the checksum is known
+        (``hashed``: the pieces' bytes went through this instance) or not wanted; else the
+        pieces stream through a writer, hashed on the way."""
         info, config, field_name = upload.info, self.storage.config, self.storage.name
         size = sum(piece.size for piece in pieces)
         check_complete(config, field_name, size)
@@ -536,22 +571,26 @@ class ResumableUploads:
             content_type=info.content_type,
             destination=info.destination,
         )
-        writer = await self.storage.open_writer(target)
-        hasher = new_hasher(config)
+        hasher = hashed if hashed is not None else new_hasher(config)
+        writer: Writer | None = None
         try:
-            for piece in pieces:
-                async for chunk in self.storage.open(piece.key):
-                    if hasher is not None:
-                        await anyio.to_thread.run_sync(hasher.update, chunk)
-                    await writer.write(chunk)
+            if isinstance(self.storage, Composing) and (hashed is not None or hasher is None):
+                writer = await self.storage.open_composed(target, [piece.key for piece in pieces])
+            else:
+                writer = await self.storage.open_writer(target)
+                hashing = hasher if hashed is None else None
+                for piece in pieces:
+                    async for chunk in self.storage.open(piece.key):
+                        if hashing is not None:
+                            await anyio.to_thread.run_sync(hashing.update, chunk)
+                        await writer.write(chunk)
             stored = await writer.commit()
-        except KeyTaken as exc:
-            with anyio.CancelScope(shield=True):
-                await writer.abort()
-            raise UploadConflict(field_name, f"{field_name}: {exc}") from None
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await writer.abort()
+        except BaseException as exc:
+            if writer is not None:
+                with anyio.CancelScope(shield=True):
+                    await writer.abort()
+            if isinstance(exc, KeyTaken):
+                raise UploadConflict(field_name, f"{field_name}: {exc}") from None
             raise
         context = self.context(request, info.metadata)
         file = FileData(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,3 +452,47 @@ def test_metadata_over_64_kib_is_413(tus: App) -> None:
     reply = tus.client.post("/uploads", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": huge})
     assert reply.status_code == 413 and "Upload-Metadata" in reply.text
     assert tus.files() == []
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "md5", None])
+def test_two_instances_over_one_directory_share_the_upload(tmp_path: Path, checksum: str | None) -> None:
+    """Each instance sees only some PATCHes: the completing one hashes what it did not see."""
+    one, two = App(tmp_path, checksum=checksum), App(tmp_path, checksum=checksum)
+    data = os.urandom(500_000)
+    url = one.create(len(data))
+    cuts = [0, 100_000, 200_000, 350_000, len(data)]
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+        instance = (one, two)[index % 2]
+        assert instance.client.head(url, headers=TUS).headers["Upload-Offset"] == str(start)
+        assert instance.patch(url, start, data[start:end]).status_code == 204
+    [file] = two.completed
+    assert one.completed == []
+    expected = hashlib.new(checksum, data).hexdigest() if checksum else None
+    assert (file.checksum_algorithm, file.checksum) == (checksum, expected)
+    assert one.client.get(url).json()["checksum"] == expected
+    assert (tmp_path / "videos" / "clip.mp4").read_bytes() == data
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "sha1", None])
+def test_an_upload_seen_whole_by_one_instance_is_joined_without_reading_it_back(
+    tmp_path: Path, checksum: str | None
+) -> None:
+    app = App(tmp_path, checksum=checksum)
+    read_pieces: list[str] = []
+    opened = app.storage.open
+
+    def counting_open(key: str) -> Any:
+        if "/data-" in key:
+            read_pieces.append(key)
+        return opened(key)
+
+    app.storage.open = counting_open  # type: ignore[method-assign]
+    data = os.urandom(300_000)
+    url = app.create(len(data))
+    for start in range(0, len(data), 100_000):
+        assert app.patch(url, start, data[start : start + 100_000]).status_code == 204
+    [file] = app.completed
+    expected = hashlib.new(checksum, data).hexdigest() if checksum else None
+    assert file.checksum == expected
+    assert (tmp_path / "videos" / "clip.mp4").read_bytes() == data
+    assert read_pieces == [], "joined in the kernel, with the checksum taken as the bytes came"

@@ -16,7 +16,7 @@ naming happen before the writer sees a byte.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -207,3 +207,14 @@ class Presigning(Protocol):
     ) -> PresignedRequest: ...
 
     async def presign_download(self, key: str, *, expires_in: int = 3600) -> PresignedRequest: ...
+
+
+@runtime_checkable
+class Composing(Protocol):
+    """A backend that joins stored objects into a new one without their bytes passing
+    through this process (a file system's in-kernel copy); resumable uploads complete so."""
+
+    async def open_composed(self, target: WriteRequest, sources: Sequence[str]) -> Writer:
+        """A writer that already holds the objects ``sources`` (keys), in order: commit it,
+        abort it, then release or revert it, as any writer."""
+        ...

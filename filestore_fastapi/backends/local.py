@@ -61,6 +61,9 @@ from .base import (
 logger = logging.getLogger("filestore_fastapi")
 
 TEMP_PREFIX = ".upload-"
+COPY_BLOCK = 1024 * 1024
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+"""Why ``copy_file_range`` may refuse a pair of files: then they are copied through a buffer."""
 TEMP_SUFFIX = ".part"
 BACKUP_SUFFIX = ".bak"
 FILE_MODE = 0o644
@@ -275,6 +278,25 @@ def _write_all(fd: int, chunks: Sequence[Chunk]) -> None:
                 written = 0
 
 
+def _append_file(source: Path, fd: int) -> None:
+    """Append the file ``source`` to ``fd`` inside the kernel (``copy_file_range``, a
+    reflink where the file system has them), else through a buffer."""
+    with open(source, "rb") as handle:
+        remaining = os.fstat(handle.fileno()).st_size
+        while remaining:
+            try:
+                copied = os.copy_file_range(handle.fileno(), fd, remaining)
+            except (AttributeError, OSError) as exc:  # not Linux, or not across these files
+                if isinstance(exc, OSError) and exc.errno not in _NO_COPY_RANGE:
+                    raise
+                while block := handle.read(COPY_BLOCK):
+                    _write_all(fd, [block])
+                return
+            if copied == 0:
+                raise OSError(errno.EIO, f"{source.name} shrank while it was copied")
+            remaining -= copied
+
+
 class _Backup:
     """The file a commit replaced, hard-linked aside and held until release or revert."""
 
@@ -381,6 +403,13 @@ class LocalWriter(Writer):
         if self._aborted:
             raise WriterClosed("write after abort()")
         self._write(chunks)
+
+    def fill_from(self, sources: Sequence[Path]) -> None:
+        """Start the temp file as the concatenation of the files ``sources`` (in a thread)."""
+        self._write(())
+        assert self._fd is not None
+        for source in sources:
+            _append_file(source, self._fd)
 
     def _write(self, chunks: Sequence[Chunk]) -> None:
         if self._fd is None:
@@ -576,6 +605,19 @@ class LocalBackend(Backend):
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"no file {key!r} in the destination")
         return ObjectInfo(key=key, size=info.st_size, content_type=None)
+
+    async def open_composed(self, target: WriteRequest, sources: Sequence[str]) -> Writer:
+        """A writer whose temp file is the files ``sources`` joined in the kernel."""
+        paths = [self._object_path(key) for key in sources]
+        self._sweeper.note(Path(target.destination))
+        writer = LocalWriter(self, target)
+        try:
+            await anyio.to_thread.run_sync(writer.fill_from, paths)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await writer.abort()
+            raise
+        return writer
 
     def key_of(self, destination: str, name: str) -> str:
         root = self._root()
