@@ -364,10 +364,15 @@ class S3Backend(Backend):
             "connect_timeout": config.connect_timeout,
             "read_timeout": config.read_timeout,
             "retries": {"total_max_attempts": config.max_retries + 1, "mode": "standard"},
+            # Bodies are not hashed again for the signature (UNSIGNED-PAYLOAD): every part and
+            # object carries its SHA-256 in a signed header, which S3 checks the body against.
+            # botocore skips that hash over HTTPS already; over plain HTTP (an emulator, MinIO
+            # in a private network) it would be a second SHA-256 pass over every byte.
+            "s3": {"payload_signing_enabled": False},
         }
         if self.config.endpoint_url:
             # <endpoint>/<bucket>/<key>: compatible stores rarely resolve <bucket>.<host>.
-            options["s3"] = {"addressing_style": "path"}
+            options["s3"]["addressing_style"] = "path"
         session = boto3.session.Session(region_name=self.region)
         return session.client("s3", endpoint_url=self.config.endpoint_url, config=BotoConfig(**options))
 
