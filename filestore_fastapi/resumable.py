@@ -575,8 +575,9 @@ class ResumableUploads:
         writer: Writer | None = None
         try:
             if isinstance(self.storage, Composing) and (hashed is not None or hasher is None):
-                writer = await self.storage.open_composed(target, [piece.key for piece in pieces])
-            else:
+                with contextlib.suppress(NotImplementedError):  # these pieces: streamed instead
+                    writer = await self.storage.open_composed(target, pieces)
+            if writer is None:
                 writer = await self.storage.open_writer(target)
                 hashing = hasher if hashed is None else None
                 for piece in pieces:

@@ -214,7 +214,8 @@ class Composing(Protocol):
     """A backend that joins stored objects into a new one without their bytes passing
     through this process (a file system's in-kernel copy); resumable uploads complete so."""
 
-    async def open_composed(self, target: WriteRequest, sources: Sequence[str]) -> Writer:
-        """A writer that already holds the objects ``sources`` (keys), in order: commit it,
-        abort it, then release or revert it, as any writer."""
+    async def open_composed(self, target: WriteRequest, sources: Sequence[ObjectInfo]) -> Writer:
+        """A writer that already holds the objects ``sources``, in order: commit it, abort
+        it, then release or revert it, as any writer. ``NotImplementedError`` when the store
+        cannot join these (S3: parts under 5 MiB): the caller streams them instead."""
         ...

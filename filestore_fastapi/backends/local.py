@@ -606,9 +606,9 @@ class LocalBackend(Backend):
             raise NotFound(f"no file {key!r} in the destination")
         return ObjectInfo(key=key, size=info.st_size, content_type=None)
 
-    async def open_composed(self, target: WriteRequest, sources: Sequence[str]) -> Writer:
+    async def open_composed(self, target: WriteRequest, sources: Sequence[ObjectInfo]) -> Writer:
         """A writer whose temp file is the files ``sources`` joined in the kernel."""
-        paths = [self._object_path(key) for key in sources]
+        paths = [self._object_path(source.key) for source in sources]
         self._sweeper.note(Path(target.destination))
         writer = LocalWriter(self, target)
         try:

@@ -19,11 +19,13 @@ import hashlib
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import quote
+
+import anyio
 
 from ..config import Config
 from ..extras import require
@@ -43,6 +45,7 @@ from .base import (
     WriteRequest,
 )
 from .parts import PartPipeline, PartReader, join_releasing
+from .threads import wait, wait_out
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -63,6 +66,8 @@ MiB = 1024 * 1024
 COPY_LIMIT = 5 * 1024 * MiB
 """The largest object one CopyObject copies; a larger one takes a multipart copy."""
 COPY_PART = 512 * MiB  # a multipart copy's parts are copied by S3 itself: large ones, few requests
+MIN_PART, MAX_PARTS = 5 * MiB, 10_000
+"""S3's bounds on a multipart upload: every part but the last at least 5 MiB, 10,000 parts."""
 BACKUP_PREFIX, BACKUP_SUFFIX = ".upload-", ".bak"
 """A replaced object's hidden copy is ``<destination>/.upload-<random>.bak`` while its request
 runs; no stored name starts with a dot, so it never collides with an upload."""
@@ -136,7 +141,8 @@ class S3Writer(Writer):
         if self._aborted:
             raise WriterClosed("commit() after abort(): nothing is stored")
         rest = await self._pipeline.finish()
-        finish = self._put_whole if self._pipeline.parts_sent == 0 else self._finish_multipart
+        whole = self._pipeline.parts_sent == 0 and not self._parts  # no part sent nor copied
+        finish = self._put_whole if whole else self._finish_multipart
         key = await self._storage.workers.run(finish, rest)
         self._committed = key
         return self._storage._stored_file(key)
@@ -210,6 +216,22 @@ class S3Writer(Writer):
                 ChecksumSHA256=checksum,
             )
         self._parts[number] = {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+    def copy_part(self, number: int, source: str) -> None:
+        """Part ``number`` copied by S3 from the object ``source`` (``open_composed``)."""
+        assert self._key is not None and self._upload_id is not None
+        response = self._client.upload_part_copy(
+            Bucket=self._storage.bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self._storage.bucket, "Key": source},
+        )
+        result = response["CopyPartResult"]
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": result["ETag"]}
+        if "ChecksumSHA256" in result:
+            part["ChecksumSHA256"] = result["ChecksumSHA256"]
+        self._parts[number] = part
 
     def _keep_previous(self, key: str) -> None:
         """``overwrite``: copy the object the commit is about to replace, if there is one."""
@@ -378,6 +400,30 @@ class S3Backend(Backend):
 
     async def open_writer(self, target: WriteRequest) -> Writer:
         return S3Writer(self, target)
+
+    async def open_composed(self, target: WriteRequest, sources: Sequence[ObjectInfo]) -> Writer:
+        """A multipart upload whose parts S3 copies from ``sources`` (``UploadPartCopy``),
+        no byte through this process. Each source but the last must make a whole part
+        (5 MiB to 5 GiB), else ``NotImplementedError``: the caller streams them instead."""
+        if not sources or len(sources) > MAX_PARTS or any(s.size > COPY_LIMIT for s in sources):
+            raise NotImplementedError("S3 joins 1 to 10,000 objects of at most 5 GiB")
+        if any(source.size < MIN_PART for source in sources[:-1]):
+            raise NotImplementedError("S3 joins objects of 5 MiB or more (but the last)")
+        writer = S3Writer(self, target)
+        copies = []
+        try:
+            await self.workers.run(writer._start_upload)
+            # In the storage's threads: at most max_threads copies at once, no bytes held here.
+            copies = [self.workers.submit(writer.copy_part, n, s.key) for n, s in enumerate(sources, 1)]
+            for copy in copies:
+                await wait(copy)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                for copy in copies:
+                    await wait_out(copy)
+                await writer.abort()
+            raise
+        return writer
 
     def url_of(self, key: str) -> str:
         """Where the object is served: ``base_url``, the endpoint, or the public S3 URL."""

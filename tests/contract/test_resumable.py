@@ -187,3 +187,22 @@ def test_expired_uploads_are_gone_and_cleanup_removes_them(harness: ContractHarn
     removed = anyio.run(storage.cleanup)
     assert removed >= 1
     assert hidden(anyio.run(harness.leftovers, storage)) == []
+
+
+def test_whole_part_pieces_seen_by_one_instance_are_joined_in_the_store(harness: ContractHarness) -> None:
+    """Pieces of 5 MiB and more (S3's smallest part) and one instance that saw every byte:
+    the completion joins them inside the store where the backend can (``Composing``)."""
+    storage = harness.make("video")
+    data = os.urandom(10 * MiB + 4321)
+    completed: list[FileData] = []
+    with tus_client(storage, completed) as client:
+        url = create(client, len(data))
+        for start in (0, 5 * MiB, 10 * MiB):
+            assert patch(client, url, start, data[start : start + 5 * MiB]).status_code == 204
+        assert client.get(url).json()["sha256"] == hashlib.sha256(data).hexdigest()
+    [file] = completed
+    assert file.sha256 == hashlib.sha256(data).hexdigest()
+    assert anyio.run(stored_bytes, harness, storage, file) == data
+    if harness.name not in KEEPS_NOTHING:
+        left = anyio.run(harness.leftovers, storage)
+        assert not any("data-" in name or ".upload-" in name for name in left), left
