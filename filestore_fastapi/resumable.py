@@ -440,6 +440,9 @@ class ResumableUploads:
             if length is not None:
                 await self._declare_length(upload, length)
             if upload.complete:
+                async for _ in _Body(request, None):
+                    field = self.storage.name
+                    raise PayloadTooLarge(field, f"{field}: the upload is complete, at its Upload-Length")
                 return upload, None
             received = await self._store_piece(upload, request, checksum)
             upload.offset += received

@@ -238,6 +238,7 @@ def test_patch_refusals_leave_the_upload_as_it_was(tmp_path: Path) -> None:
     assert (tmp_path / "videos" / "clip.mp4").read_bytes() == b"a" * 40 + b"c" * 60
     # After completion: the same last offset is no error, any other is a conflict.
     assert app.patch(url, 100, b"").status_code == 204
+    assert app.patch(url, 100, b"x").status_code == 413
     assert app.patch(url, 60, b"x").status_code == 409
     assert len(app.completed) == 1
 
