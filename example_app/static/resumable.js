@@ -61,6 +61,7 @@
     const response = await fetch(url, { cache: "no-store" });
     if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
     const stored = await response.json(); // the upload's FileData
+    result.dataset.uploadUrl = url;
     $("tus-name").textContent = stored.filename;
     const link = $("tus-url");
     link.textContent = stored.url || "(none)";
