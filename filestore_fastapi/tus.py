@@ -90,6 +90,7 @@ def tus_router(
     router.add_api_route("/{upload_id}", handler.head, methods=["HEAD"], summary="tus: the upload's offset")
     router.add_api_route("/{upload_id}", handler.patch, methods=["PATCH"], summary="tus: append bytes")
     router.add_api_route("/{upload_id}", handler.delete, methods=["DELETE"], summary="tus: terminate")
+    router.add_api_route("/{upload_id}", handler.override, methods=["POST"], include_in_schema=False)
     router.add_api_route(
         "/{upload_id}", handler.result, methods=["GET"], summary="The completed upload's FileData"
     )
@@ -201,6 +202,16 @@ class _TusHandler:
             return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
         except Exception as exc:
             return self._failure(exc)
+
+    async def override(self, upload_id: str, request: Request) -> Response:
+        """tus core: ``X-HTTP-Method-Override`` is the request's method, for clients behind
+        proxies that refuse PATCH or DELETE (tus-js-client's ``overridePatchMethod``)."""
+        method = request.headers.get("x-http-method-override", "").strip().upper()
+        methods = {"PATCH": self.patch, "DELETE": self.delete, "HEAD": self.head, "GET": self.result}
+        if method not in methods:
+            headers = {"Allow": "GET, HEAD, PATCH, DELETE", "Tus-Resumable": TUS_VERSION}
+            return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
+        return await methods[method](upload_id, request)
 
     async def result(self, upload_id: str, request: Request) -> Response:
         """The completed upload's ``FileData`` as JSON (404 before completion)."""

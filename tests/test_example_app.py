@@ -101,3 +101,19 @@ def test_tus_js_client_is_served_from_npm_or_explained(
     assert served.status_code == 200 and served.text == "var tus = {};"
     assert served.headers["content-type"].startswith("text/javascript")
     assert client.get("/api/settings").json()["resumable_client"] is True
+
+
+def test_a_patch_sent_as_post_with_the_override_header_is_a_patch(client: TestClient) -> None:
+    """tus 1.0: ``X-HTTP-Method-Override`` is the request's method (tus-js-client's
+    ``overridePatchMethod``, for proxies and browsers that refuse PATCH)."""
+    created = client.post(
+        "/uploads/resumable",
+        headers={**TUS, "Upload-Length": "5", "Upload-Metadata": tus_metadata(filename="o.txt")},
+    )
+    url = created.headers["Location"]
+    headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    sent = client.post(url, content=b"hello", headers={**headers, "X-HTTP-Method-Override": "PATCH"})
+    assert sent.status_code == 204, sent.text
+    assert sent.headers["Upload-Offset"] == "5"
+    assert client.get(url).json()["sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert client.post(url, headers=TUS).status_code == 405  # a POST without it is still no method here

@@ -492,3 +492,32 @@ def test_an_upload_survives_the_server_killed_and_restarted(setup: Setup, open_p
         resumed = traffic.patches()[patches_before:]
         assert resumed and resumed[0] > 0  # tus-js-client went on from the server's offset
         assert second.process.poll() is None
+
+
+def test_patch_sent_as_post_for_proxies_that_refuse_patch(
+    local: tuple[Setup, Server], open_page: Opener
+) -> None:
+    """tus-js-client's ``overridePatchMethod``: POST with ``X-HTTP-Method-Override: PATCH``."""
+    setup, server = local
+    path, digest = source_file(setup, "override.pdf")
+    page, traffic = open_page(server)
+    page.set_input_files("#tus-file", str(path))
+    outcome = page.evaluate(
+        """() => new Promise((resolve) => {
+            const file = document.getElementById("tus-file").files[0];
+            const upload = new tus.Upload(file, {
+                endpoint: new URL("/uploads/resumable", location.href).href,
+                chunkSize: 512 * 1024,
+                overridePatchMethod: true,
+                retryDelays: null,
+                metadata: { filename: file.name, filetype: file.type },
+                onSuccess: () => fetch(upload.url).then((r) => r.json()).then(resolve),
+                onError: (error) => resolve({ error: String(error) }),
+            });
+            upload.start();
+        })"""
+    )
+    assert outcome.get("sha256") == digest, outcome
+    assert hashlib.sha256(setup.store.read("override.pdf")).hexdigest() == digest
+    assert traffic.patches() == []
+    assert [method for method, _ in traffic.tus].count("POST") == 1 + SIZE // (512 * 1024)
