@@ -565,3 +565,13 @@ def s3_on_a_realistic_path(bench: Bench, stack: ExitStack) -> CaseResult:
 
 
 CASES["7"] = s3_on_a_realistic_path
+
+
+def resumable(bench: Bench, stack: ExitStack) -> CaseResult:
+    """Case 11, in ``tus.py``: 1 GiB through tus vs multipart, and a resume after a drop."""
+    from .tus import tus_case
+
+    return tus_case(bench, stack)
+
+
+CASES["11"] = resumable

@@ -93,15 +93,26 @@ def _walk(dependant: Dependant) -> Iterator[Any]:
         yield from _walk(sub)
 
 
+ROUTE_STORAGES = "_filestore_fastapi_storages"
+"""The attribute of a route that keeps its storages, found once per route, not per request."""
+
+
 def storages_on_route(request: Request, requester: Storage | None = None) -> list[Storage]:
     """Every storage the matched route depends on, so one pass can serve them all."""
-    found: list[Storage] = []
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if isinstance(dependant, Dependant):
-        for call in _walk(dependant):
-            if isinstance(call, Storage) and call not in found:
-                found.append(call)
+        cached = getattr(route, ROUTE_STORAGES, None)
+        if cached is None or cached[0] is not dependant:  # a route whose dependant was replaced
+            storages: list[Storage] = []
+            for call in _walk(dependant):
+                if isinstance(call, Storage) and call not in storages:
+                    storages.append(call)
+            cached = (dependant, tuple(storages))
+            setattr(route, ROUTE_STORAGES, cached)
+        found = list(cached[1])
+    else:
+        found = []
     if requester is not None and requester not in found:
         found.append(requester)
     return found

@@ -249,9 +249,12 @@ class _Sweeper:
 
 
 def _open_temp(directory: Path) -> tuple[int, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     prefix = f"{TEMP_PREFIX}{owner_tag()}-"
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
+    except FileNotFoundError:  # made only when missing: a mkdir per upload showed in the profile
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide uploads from a static file server
         _hold(fd)
