@@ -497,3 +497,20 @@ def test_an_upload_seen_whole_by_one_instance_is_joined_without_reading_it_back(
     assert file.checksum == expected
     assert (tmp_path / "videos" / "clip.mp4").read_bytes() == data
     assert read_pieces == [], "joined in the kernel, with the checksum taken as the bytes came"
+
+
+def test_an_empty_upload_is_complete_on_creation(tus: App) -> None:
+    """tus-js-client sends no PATCH for an empty file: Upload-Length 0 completes at creation."""
+    url = tus.create(0, name="empty.txt")
+    assert tus.client.head(url, headers=TUS).headers["Upload-Offset"] == "0"
+    result = tus.client.get(url)
+    assert result.status_code == 200, result.text
+    assert result.json()["size"] == 0 and result.json()["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert (tus.root / "videos" / "empty.txt").read_bytes() == b""
+    # An empty partial upload is complete too, so a final upload can take it.
+    empty = tus.create(0, **{"Upload-Concat": "partial"})
+    part = tus.create(3, **{"Upload-Concat": "partial"})
+    assert tus.patch(part, 0, b"abc").status_code == 204
+    final = tus.client.post("/uploads", headers={**TUS, "Upload-Concat": f"final;{empty} {part}"})
+    assert final.status_code == 201, final.text
+    assert tus.client.get(final.headers["Location"]).json()["size"] == 3

@@ -42,8 +42,9 @@
     return response ? response.getStatus() : 0;
   }
 
-  function explain(error) {
+  function explain(error, file) {
     const status = statusOf(error);
+    if (status === 422 && file.size === 0) return "This file is empty, so there is nothing to store.";
     let detail = "";
     try {
       const body = JSON.parse(error.originalResponse.getBody()).detail;
@@ -101,7 +102,7 @@
         setProgress(file.size, file.size);
         showStored(upload.url).catch((error) => show("failed", String(error.message || error)));
       },
-      onError: (error) => show("failed", explain(error)),
+      onError: (error) => show("failed", explain(error, file)),
     });
     show("uploading", "Starting…");
     const previous = await upload.findPreviousUploads();

@@ -28,7 +28,7 @@ from .browser import open_browser, screenshot_path
 from .server import ROOT, Server, run_uvicorn
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
+    from playwright.sync_api import Browser, BrowserContext, Page, Request, Response, Route
 
 MiB = 1024 * 1024
 SIZE = 2 * MiB
@@ -458,6 +458,12 @@ def test_a_reloaded_page_resumes_the_upload_it_remembers(
     assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))") == []
 
 
+def is_final_post(response: Response) -> bool:
+    """The answer to a creation, the final one of a parallel upload if there is one."""
+    headers = response.request.headers
+    return response.request.method == "POST" and not headers.get("upload-concat", "").startswith("partial")
+
+
 def test_a_refused_file_shows_the_servers_reason(local: tuple[Setup, Server], open_page: Opener) -> None:
     setup, server = local
     path = setup.tmp_path / "setup.exe"
@@ -468,6 +474,21 @@ def test_a_refused_file_shows_the_servers_reason(local: tuple[Setup, Server], op
     message = page.locator("#tus-state").inner_text()
     assert "HTTP 415" in message and "extension '.exe' is not allowed" in message, message
     assert traffic.patches() == [] and page.locator("#tus-result").is_hidden()
+    # An empty file, also split in two empty partial uploads: the reason, not "not complete".
+    empty = setup.tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    for parallel in (False, True):
+        posts = len(traffic.tus)
+        with page.expect_response(is_final_post) as final:
+            start(page, empty, parallel=parallel)
+        page.wait_for_function("document.getElementById('tus-state').dataset.state === 'failed'")
+        page.wait_for_function("!document.getElementById('tus-start').disabled")
+        assert page.locator("#tus-state").inner_text() == "This file is empty, so there is nothing to store."
+        sent = [headers.get("upload-concat", "") for _, headers in traffic.tus[posts:]]
+        assert sent == (["partial", "partial", sent[-1]] if parallel else [""]), sent
+        assert not parallel or sent[-1].startswith("final;")
+    # The final upload was refused for its size: its empty partial uploads were complete.
+    assert "min_file_size" in final.value.text(), final.value.text()
 
 
 def test_an_upload_survives_the_server_killed_and_restarted(setup: Setup, open_page: Opener) -> None:
