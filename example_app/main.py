@@ -102,9 +102,16 @@ class RecentUploads:
 recent = RecentUploads(limit=32 * MiB)
 
 
+def sha256_of(file: FileData) -> str:
+    """The example keeps Config's default ``checksum="sha256"``: every stored file has one."""
+    if file.sha256 is None:
+        raise RuntimeError(f"{file.filename} has no sha256: the storage's checksum is not sha256")
+    return file.sha256
+
+
 def download_key(file: FileData) -> str:
     # Memory keys are free again once a request is over: the content tells two uploads apart.
-    return f"{file.sha256[:16]}/{file.filename}" if file.storage == "memory" else file.filename
+    return f"{sha256_of(file)[:16]}/{file.filename}" if file.storage == "memory" else file.filename
 
 
 class UploadedFiles(StaticFiles):
@@ -129,7 +136,7 @@ def describe(file: FileData) -> StoredDocument:
         name=file.filename.rsplit("/", 1)[-1],
         original_name=file.original_filename,
         size=file.size,
-        sha256=file.sha256,
+        sha256=sha256_of(file),
         content_type=file.content_type,
         download_url=url,
     )
