@@ -80,7 +80,7 @@ class Config(BaseModel):
     endpoint_url: str | None = None
     extra_args: dict[str, Any] = Field(default_factory=dict)
     part_size: int = Field(default=8 * MiB, ge=5 * MiB)
-    parts_in_flight: int = Field(default=4, ge=1)
+    parts_in_flight: int = Field(default=10, ge=1)
     """S3 parts and Azure blocks of one file sent at once (in the storage's ``max_threads``);
     a file holds about ``(parts_in_flight + 1) x part_size`` in memory while it streams."""
 
