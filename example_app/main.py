@@ -114,12 +114,16 @@ def download_key(file: FileData) -> str:
     return f"{sha256_of(file)[:16]}/{file.filename}" if file.storage == "memory" else file.filename
 
 
+def hidden(path: str) -> bool:
+    return any(part.startswith(".") for part in path.split("/"))
+
+
 class UploadedFiles(StaticFiles):
     """Static files that a browser never sniffs into another type (an upload posing as HTML),
     and never a hidden one: the resumable uploads keep their state in ``.tus/`` beside them."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        if any(part.startswith(".") for part in Path(path).parts):
+        if hidden(Path(path).as_posix()):
             return PlainTextResponse("Not Found", status_code=404)
         return await super().get_response(path, scope)
 
@@ -208,6 +212,8 @@ async def upload_images(files: Annotated[list[FileData], Depends(images)]) -> li
 @app.get("/files/{key:path}", name="download")
 async def download(key: str) -> Response:
     """Stream a stored file back; used by the backends that are not served as static files."""
+    if hidden(key):  # the resumable uploads' state (.tus/) and temp objects are no download
+        raise HTTPException(status_code=404, detail="file not found")
     if isinstance(documents, MemoryStorage):  # it keeps nothing: the app's own small cache does
         kept = recent.get(key)
         if kept is None:

@@ -82,6 +82,7 @@ def test_the_resumable_state_is_never_served_as_a_file(client: TestClient, tmp_p
     upload_id = created.headers["Location"].rsplit("/", 1)[1]
     assert (tmp_path / "documents" / ".tus" / upload_id / "info").is_file()
     assert client.get(f"/media/documents/.tus/{upload_id}/info").status_code == 404
+    assert client.get(f"/files/.tus/{upload_id}/info").status_code == 404  # the route every backend has
 
 
 def test_tus_js_client_is_served_from_npm_or_explained(
