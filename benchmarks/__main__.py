@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated case numbers (default: all)"
     )
-    parser.add_argument("--runs", type=int, default=3, help="rounds per case (default: 3)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds per case (default: 5)")
     parser.add_argument("--quick", action="store_true", help="sizes / 16, for a smoke run")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks", help="results directory")
     args = parser.parse_args(argv)

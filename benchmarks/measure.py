@@ -37,10 +37,12 @@ LIMIT = Contender("limit", "(a) bare ASGI, raw body to file", "limit", "(a) limi
 UPLOADFILE = Contender("uploadfile", "(b) UploadFile + copyfileobj", "uploadfile", "(b) UploadFile")
 FILESTORE = Contender("filestore", "(c) filestore 2.0.0 LocalEngine", "pypi_filestore", "(c) filestore")
 LOCAL = Contender("local", "(d) filestore-fastapi LocalStorage", "local", "(d) LocalStorage")
+LOCAL_PLAIN = Contender("local-plain", "(d) LocalStorage, checksum=None", "local_plain", "(d) checksum=None")
+RECIPE = Contender("recipe", "(e) recipe: streaming-form-data", "recipe", "(e) recipe")
 MEMORY = Contender("memory", "filestore-fastapi MemoryStorage", "memory", "MemoryStorage")
 S3 = Contender("s3", "filestore-fastapi S3Storage", "s3", "S3Storage")
 BOTO3 = Contender("boto3", "boto3 upload_fileobj from disk", "", "boto3")
-ALL = (LIMIT, UPLOADFILE, FILESTORE, LOCAL, MEMORY, S3, BOTO3)
+ALL = (LIMIT, UPLOADFILE, FILESTORE, LOCAL, LOCAL_PLAIN, RECIPE, MEMORY, S3, BOTO3)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """(a) The limit: a bare ASGI app writing the raw request body to a file, no parsing.
 
-Writes straight from the event loop (no thread hop) because nothing else is waiting;
-``/limited`` answers 413 as soon as the body passes the limit, like a streaming parser
-at its best could.
+The fastest raw-body sink we could write: the ASGI messages (uvicorn hands over 64 KiB or
+less each) are gathered, without copying, into batches of 1 MiB and each batch is one
+``writev`` straight from the event loop. No thread hop, because nothing else waits for the
+loop, and no per-message syscall. ``/limited`` answers 413 as soon as the body passes the
+limit, as a streaming parser at its best could.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import os
 import uuid
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .settings import DESTINATION, LIMIT
+
+BATCH = 1024 * 1024
+IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
@@ -31,10 +36,17 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """``writev`` the pieces, resuming after a short write."""
+    views = [memoryview(piece) for piece in pieces]
+    while views:
+        written = os.writev(fd, views[:IOV_MAX])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,19 +63,29 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     path = DESTINATION / f"raw-{uuid.uuid4().hex}.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     received, status = 0, 200
+    pending: list[bytes] = []
+    pending_bytes = 0
     try:
-        message: Message = {"more_body": True}
-        while message.get("more_body", False):
+        more = True
+        while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 status = 499
                 break
+            more = message.get("more_body", False)
             body = message.get("body", b"")
             received += len(body)
             if limit is not None and received > limit:
                 status = 413
                 break
-            _write_all(fd, body)
+            if body:
+                pending.append(body)
+                pending_bytes += len(body)
+                if pending_bytes >= BATCH:
+                    _write_all(fd, pending)
+                    pending, pending_bytes = [], 0
+        if status == 200 and pending:
+            _write_all(fd, pending)
     finally:
         os.close(fd)
     if status != 200:
