@@ -88,6 +88,36 @@ def plot(result: CaseResult, directory: Path) -> Path | None:
     return path
 
 
+def _case_number(key: str) -> int:
+    digits = "".join(ch for ch in key if ch.isdigit())
+    return int(digits) if digits else 10**6
+
+
+def _earlier_sections(
+    directory: Path, run_now: set[str]
+) -> dict[str, tuple[str, list[str], list[dict[str, Any]]]]:
+    """The cases of the results already in ``directory`` that this run did not repeat, so a
+    run of some cases (``--cases 1,3``) replaces theirs and keeps the others' sections."""
+    try:
+        earlier = json.loads((directory / "results.json").read_text())
+        page = (directory / "results.md").read_text()
+    except (OSError, ValueError):
+        return {}
+    kept = {}
+    for case in earlier.get("cases", []):
+        if case["key"] in run_now:
+            continue
+        section = case.get("markdown")
+        if section is None:  # written before sections were stored: cut it out of the page
+            start = page.find(f"## {case['title']}\n")
+            if start < 0:
+                continue
+            end = page.find("\n## ", start + 1)
+            section = page[start : end + 1 if end >= 0 else len(page)].split("\n")
+        kept[case["key"]] = (case["title"], section, case["samples"])
+    return kept
+
+
 def write(
     directory: Path,
     results: Sequence[CaseResult],
@@ -100,35 +130,48 @@ def write(
     lines = [
         "# Benchmark results",
         "",
-        f"Produced by `{command}` in {seconds / 60:.1f} minutes. Medians of the rounds; each round runs",
-        "every contender of a case once, in turn. Ratios (`x (a)`, `x boto3`) are per round, then medians.",
+        f"Produced by `{command}` in {seconds / 60:.1f} minutes. Medians of the rounds (min / median / max",
+        "where a column says so); each round runs every contender of a case once, in turn (in a rotated",
+        "order in cases 1 and 3). Ratios (`x (a)`, `x boto3`) are per round, then medians.",
         "",
         "## Machine",
         "",
         *markdown_table(["", ""], machine),
         "",
     ]
+    sections: dict[str, tuple[str, list[str], list[dict[str, Any]]]] = {}
     for result in results:
-        lines += [f"## {result.title}", "", *markdown_table(result.columns, result.rows), ""]
+        section = [f"## {result.title}", "", *markdown_table(result.columns, result.rows), ""]
         if result.targets:
-            lines += ["Targets for filestore-fastapi:", ""]
-            lines += [
+            section += ["Targets for filestore-fastapi:", ""]
+            section += [
                 f"- {'held' if t.held else '**missed**'}: {t.text} (measured {t.value})"
                 for t in result.targets
             ]
-            lines.append("")
+            section.append("")
         for extra in result.extra.values():
-            lines += [f"### {extra['title']}", "", *markdown_table(extra["columns"], extra["rows"]), ""]
-        lines += [f"{note}" for note in result.notes]
+            section += [f"### {extra['title']}", "", *markdown_table(extra["columns"], extra["rows"]), ""]
+        section += [f"{note}" for note in result.notes]
         image = plot(result, directory)
         if image is not None:
-            lines += ["", f"![{result.title}]({image.name})"]
-        lines.append("")
+            section += ["", f"![{result.title}]({image.name})"]
+        section.append("")
+        sections[result.key] = (result.title, section, [_raw(s) for s in result.samples])
+    kept = _earlier_sections(directory, set(sections))
+    if kept:
+        titles = ", ".join(title.split(" ", 1)[0].rstrip(".") for title, _, _ in kept.values())
+        lines += [f"Cases {titles} were not run this time: their sections are kept from the earlier run.", ""]
+    ordered = sorted({**kept, **sections}.items(), key=lambda item: _case_number(item[0]))
+    for _, (_, section, _) in ordered:
+        lines += section
     path = directory / "results.md"
     path.write_text("\n".join(lines))
     raw = {
         "machine": dict(machine),
-        "cases": [{"key": r.key, "title": r.title, "samples": [_raw(s) for s in r.samples]} for r in results],
+        "cases": [
+            {"key": key, "title": title, "markdown": section, "samples": samples}
+            for key, (title, section, samples) in ordered
+        ],
     }
     (directory / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
     return path
