@@ -1,9 +1,17 @@
-"""The example page's resumable mode in headless Chromium: tus-js-client against a real uvicorn.
+"""The example page's resumable mode in headless Chromium: npm's tus-js-client against the
+example app under a real uvicorn.
 
-tus-js-client is npm's (``make test`` installs it under ``.tools``); the app serves it, and
-the browser reaches nothing but the app on 127.0.0.1. Each upload is a file on disk of a
-few MiB, sent in 256 KiB PATCHes; the sha256 the page shows (from ``GET <upload URL>``)
-and the stored file's are the source's.
+The app serves tus-js-client (``make test`` installs it under ``.tools``); the browser
+reaches nothing but the app on 127.0.0.1 (anything else is refused, and none is asked for).
+Each upload is a 2 MiB file on disk in 256 KiB PATCHes; the sha256 the page shows, the one
+``GET <upload URL>`` answers and the stored object's are the source's.
+
+- Pause stops the upload (the page's count and the server's offset), Resume goes on from
+  the server's offset; ``parallelUploads: 2`` is two partial uploads and a final one.
+- The server SIGKILLed mid-PATCH and restarted on its port: tus-js-client retries and goes
+  on, on local disk, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite).
+- A reloaded page resumes the upload the browser remembers (``findPreviousUploads``).
+- A refused file shows the server's reason; ``overridePatchMethod`` works.
 """
 
 from __future__ import annotations
