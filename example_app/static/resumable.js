@@ -24,7 +24,10 @@
   function show(state, text) {
     stateText.dataset.state = state;
     stateText.textContent = text;
-    startButton.disabled = !fileInput.files.length || ["uploading", "paused", "retrying"].includes(state);
+    // One upload at a time: its file and options stay as they are until it is done or failed.
+    const busy = ["uploading", "paused", "retrying", "storing"].includes(state);
+    fileInput.disabled = chunkInput.disabled = parallelInput.disabled = busy;
+    startButton.disabled = !fileInput.files.length || busy;
     pauseButton.disabled = !["uploading", "retrying"].includes(state);
     resumeButton.disabled = state !== "paused";
   }
@@ -135,9 +138,8 @@
   });
 
   if (typeof tus === "undefined" || !tus.isSupported) {
-    fileInput.disabled = true;
     show("unavailable", "tus-js-client is not installed: `make run` installs it with npm.");
-    startButton.disabled = true;
+    fileInput.disabled = chunkInput.disabled = parallelInput.disabled = startButton.disabled = true;
     return;
   }
   fetch("/api/settings")

@@ -11,7 +11,8 @@ Each upload is a 2 MiB file on disk in 256 KiB PATCHes; the sha256 the page show
 - The server SIGKILLed mid-PATCH and restarted on its port: tus-js-client retries and goes
   on, on local disk, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite).
 - A reloaded page resumes the upload the browser remembers (``findPreviousUploads``).
-- A refused file shows the server's reason; ``overridePatchMethod`` works.
+- A refused file shows the server's reason; ``overridePatchMethod`` works; without
+  tus-js-client (``make run`` without npm) the section says so and the rest works.
 """
 
 from __future__ import annotations
@@ -550,3 +551,21 @@ def test_patch_sent_as_post_for_proxies_that_refuse_patch(
     assert hashlib.sha256(setup.store.read("override.pdf")).hexdigest() == digest
     assert traffic.patches() == []
     assert [method for method, _ in traffic.tus].count("POST") == 1 + SIZE // (512 * 1024)
+
+
+def test_without_tus_js_client_the_page_says_so_and_still_uploads(browser: Browser, tmp_path: Path) -> None:
+    """``make run`` without npm: the resumable section is off, the multipart upload works."""
+    setup = app_setup(tmp_path / "no-tus-js-client", LocalStore(tmp_path / "documents"), tmp_path)
+    with run_uvicorn(APP, env=setup.env) as server:
+        context = browser.new_context(base_url=server.url)
+        try:
+            page = context.new_page()
+            page.goto("/")
+            state = page.locator('#tus-state[data-state="unavailable"]')
+            assert "make run" in state.inner_text(timeout=TIMEOUT_MS)
+            assert page.locator("#tus-file").is_disabled() and page.locator("#tus-start").is_disabled()
+            page.set_input_files("#file-input", {"name": "a.txt", "mimeType": "text/plain", "buffer": b"hi"})
+            page.locator("li.file.done").wait_for(timeout=TIMEOUT_MS)
+            assert setup.store.read("a.txt") == b"hi"
+        finally:
+            context.close()
