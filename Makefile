@@ -75,7 +75,8 @@ test: lint typecheck docs pytest
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (issue 4) in their own venv, so filestore 2.0.0 and matplotlib never reach .venv.
+# Benchmarks (issue 4) in their own venv, so filestore 2.0.0 and matplotlib never reach .venv;
+# the cloud cases (6-9) need the s3, gcp and azure extras, moto and fake-gcs-server there.
 BENCH_VENV := $(TOOLS)/bench-venv
 
 .PHONY: bench
@@ -83,7 +84,7 @@ BENCH_VENV := $(TOOLS)/bench-venv
 $(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/pip install -q -e ".[s3]" -r benchmarks/requirements.txt
+	$(BENCH_VENV)/bin/pip install -q -e ".[s3,gcp,azure]" -r benchmarks/requirements.txt
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

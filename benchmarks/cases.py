@@ -653,7 +653,23 @@ def s3_on_a_realistic_path(bench: Bench, stack: ExitStack) -> CaseResult:
     return s3_latency(bench, stack)
 
 
+def azure_on_a_realistic_path(bench: Bench, stack: ExitStack) -> CaseResult:
+    """Case 8, in ``azure_latency.py``: AzureStorage vs ``upload_blob`` through the proxy."""
+    from .azure_latency import azure_latency
+
+    return azure_latency(bench, stack)
+
+
+def gcs_on_a_realistic_path(bench: Bench, stack: ExitStack) -> CaseResult:
+    """Case 9, in ``gcs_latency.py``: GCSStorage vs ``upload_from_filename`` through the proxy."""
+    from .gcs_latency import gcs_latency
+
+    return gcs_latency(bench, stack)
+
+
 CASES["7"] = s3_on_a_realistic_path
+CASES["8"] = azure_on_a_realistic_path
+CASES["9"] = gcs_on_a_realistic_path
 CASES["10"] = checksum_cpu
 
 

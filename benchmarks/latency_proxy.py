@@ -8,6 +8,10 @@ first byte (the TCP handshake). What is in transit is bounded (about a bandwidth
 product plus 1 MiB a direction), so a sender feels the cap as TCP back-pressure, as on a
 real link, rather than filling the proxy's memory.
 
+``rewrite`` swaps one byte string for another of the same length in what comes back: the
+upstream's own address in a resumable-upload ``Location`` (fake-gcs-server names itself
+there), so that the next chunks come through the proxy too.
+
 Runs its own event loop in a thread: ``with LatencyProxy(("127.0.0.1", 9000)) as proxy:
 proxy.url``. Standalone: ``python -m benchmarks.latency_proxy UPSTREAM_PORT [LISTEN_PORT]``.
 """
@@ -34,8 +38,12 @@ class LatencyProxy:
         rtt: float = 0.010,
         rate: float = 25e6,
         port: int = 0,
+        rewrite: tuple[bytes, bytes] | None = None,
     ) -> None:
+        if rewrite is not None and len(rewrite[0]) != len(rewrite[1]):
+            raise ValueError("rewrite swaps strings of one length: a body's Content-Length stays right")
         self.upstream = upstream
+        self.rewrite = rewrite
         self.rtt = rtt
         self.rate = rate
         self._listener = socket.create_server(("127.0.0.1", port))
@@ -93,6 +101,13 @@ class LatencyProxy:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # Cancelled at shut-down, it ends quietly (asyncio's streams would log the cancellation).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._forward(client_reader, client_writer)
+
+    async def _forward(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         try:
             await asyncio.sleep(self.rtt)  # the handshake's round trip
             server_reader, server_writer = await asyncio.open_connection(*self.upstream)
@@ -106,7 +121,7 @@ class LatencyProxy:
         try:
             await asyncio.gather(
                 self._direction(client_reader, server_writer),
-                self._direction(server_reader, client_writer),
+                self._direction(server_reader, client_writer, self.rewrite),
             )
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -115,8 +130,14 @@ class LatencyProxy:
                 with contextlib.suppress(Exception):
                     writer.close()
 
-    async def _direction(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One way of one connection: a delay line behind a link of ``rate`` bytes a second."""
+    async def _direction(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        rewrite: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """One way of one connection: a delay line behind a link of ``rate`` bytes a second.
+        (A ``rewrite`` split across two reads is missed: answers' heads come in one read.)"""
         loop = asyncio.get_running_loop()
         one_way = self.rtt / 2
         limit = max(2, int((self.rate * self.rtt + IN_TRANSIT) / READ_SIZE))
@@ -126,6 +147,8 @@ class LatencyProxy:
             link_free = 0.0
             try:
                 while data := await reader.read(READ_SIZE):
+                    if rewrite is not None:
+                        data = data.replace(*rewrite)
                     # Sent once the link is free, taking len / rate on it; arrives one_way later.
                     link_free = max(loop.time(), link_free) + len(data) / self.rate
                     await line.put((link_free + one_way, data))

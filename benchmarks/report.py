@@ -27,6 +27,8 @@ PLOTS: dict[str, list[tuple[str, str, bool]]] = {
     "case3": [("requests/s", "requests/s", False), ("p99 ms", "p99 latency, ms", False)],
     "case4": [("MiB/s", "throughput, MiB/s", False), ("peak RSS MiB", "server peak RSS, MiB", False)],
     "case6": [("wall s", "wall time, s", False), ("RSS growth MiB", "RSS growth, MiB", False)],
+    **{case: [("MiB/s", "throughput (median), MiB/s", False), ("RSS growth MiB", "RSS growth, MiB", False)]
+       for case in ("case7", "case8", "case9")},
 }  # fmt: skip
 
 
