@@ -1,0 +1,223 @@
+"""Two uvicorn processes on two ports over one store (local disk, S3, GCS, Azure): any of
+them answers any request of an upload, and the store's own lease keeps two writers apart.
+
+- an upload created on one, PATCHed alternately on both, HEAD on either after every chunk;
+- PATCHes to one upload from both processes at once: exactly one is refused (423 while
+  the other holds the lease, 409 once it has moved the offset), the object intact;
+- the holder SIGKILLed mid-body: the other process refuses the upload until the dead
+  one's lease runs out (2 s in the app), then takes it over at the last stored offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.tus_support import (
+    STORES,
+    TUS,
+    Instance,
+    Store,
+    head_offset,
+    open_store,
+    result,
+    wait_until,
+)
+from tests.httpclient import httpx
+
+KiB = 1024
+CHUNK = 512 * KiB
+SIZE = 6 * CHUNK + 777
+LEASE = 2.0  # the app's TUS_LEASE default
+
+
+class Pair:
+    """Two processes of the app over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.instances = (Instance(store), Instance(store))
+
+    def running(self) -> Pair:
+        for instance in self.instances:
+            if instance.server is None:
+                instance.start()
+        return self
+
+    @property
+    def urls(self) -> tuple[str, str]:
+        return self.instances[0].url, self.instances[1].url
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+
+
+@pytest.fixture(scope="module")
+def pairs() -> Iterator[dict[str, Pair]]:
+    opened: dict[str, Pair] = {}
+    yield opened
+    for pair in opened.values():
+        pair.close()
+
+
+@pytest.fixture(params=STORES)
+def pair(
+    request: pytest.FixtureRequest, pairs: dict[str, Pair], tmp_path_factory: pytest.TempPathFactory
+) -> Pair:
+    kind: str = request.param
+    if kind not in pairs:
+        pairs[kind] = Pair(open_store(kind, tmp_path_factory.mktemp(f"tus-pair-{kind}")))
+    return pairs[kind].running()
+
+
+def create(base: str, name: str) -> str:
+    """POST on ``base`` (one process's ``/files``); the upload's path, without the host."""
+    metadata = f"filename {base64.b64encode(name.encode()).decode()}"
+    headers = {**TUS, "Upload-Length": str(SIZE), "Upload-Metadata": metadata}
+    response = httpx.post(base, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    location: str = response.headers["Location"]
+    return location.rsplit("/", 1)[1]
+
+
+def patch(base: str, upload_id: str, offset: int, body: Any, length: int) -> httpx.Response:
+    headers = {
+        **TUS,
+        "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": str(offset),
+        "Content-Length": str(length),
+    }
+    return httpx.patch(f"{base}/{upload_id}", content=body, headers=headers, timeout=30)
+
+
+class HeldPatch:
+    """A PATCH sent from a thread whose body stops half-way until ``release()``: while it
+    waits, the process serving it holds the upload's lease."""
+
+    def __init__(self, base: str, upload_id: str, offset: int, data: bytes) -> None:
+        self._go = threading.Event()
+        self.response: httpx.Response | None = None
+        self.error: BaseException | None = None
+
+        def body() -> Iterator[bytes]:
+            yield data[: len(data) // 2]
+            self._go.wait(30)
+            yield data[len(data) // 2 :]
+
+        def send() -> None:
+            try:
+                self.response = patch(base, upload_id, offset, body(), len(data))
+            except httpx.HTTPError as exc:
+                self.error = exc
+
+        self._thread = threading.Thread(target=send)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._go.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+
+def race(urls: tuple[str, str], upload_id: str, offset: int, piece: bytes) -> list[int]:
+    """The same PATCH to both processes at once (threads released together); the statuses."""
+    start = threading.Barrier(len(urls))
+    statuses: list[int] = []
+
+    def send(url: str) -> None:
+        start.wait(10)
+        statuses.append(patch(url, upload_id, offset, piece, len(piece)).status_code)
+
+    senders = [threading.Thread(target=send, args=(url,)) for url in urls]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(30)
+    return statuses
+
+
+def test_create_on_one_patch_alternately_head_on_either(pair: Pair) -> None:
+    data = os.urandom(SIZE)
+    upload_id = create(pair.urls[0], f"alternate-{pair.store.kind}.bin")
+    for offset in range(0, SIZE, CHUNK):
+        piece = data[offset : offset + CHUNK]
+        response = patch(pair.urls[(offset // CHUNK) % 2], upload_id, offset, piece, len(piece))
+        assert response.status_code == 204, response.text
+        assert int(response.headers["Upload-Offset"]) == offset + len(piece)
+        assert [head_offset(f"{url}/{upload_id}") for url in pair.urls] == [offset + len(piece)] * 2
+    files = [result(f"{url}/{upload_id}") for url in pair.urls]
+    assert files[0] == files[1]
+    assert pair.store.read(pair.store.key_of(files[0])) == data
+
+
+def test_concurrent_patches_from_both_processes_one_is_refused(pair: Pair) -> None:
+    data = os.urandom(SIZE)
+    first, second = pair.urls
+    upload_id = create(first, f"concurrent-{pair.store.kind}.bin")
+
+    # The first process holds the lease, mid-body: the second refuses the same chunk.
+    held = HeldPatch(first, upload_id, 0, data[:CHUNK])
+    try:
+        wait_until(lambda: pair.store.live_lease(upload_id), what="the first process holding the lease")
+        refused = patch(second, upload_id, 0, data[:CHUNK], CHUNK)
+        assert refused.status_code == 423, refused.text
+        assert head_offset(f"{second}/{upload_id}") == 0
+    finally:
+        held.release()
+    assert held.response is not None and held.response.status_code == 204, held.error or held.response.text
+    assert [head_offset(f"{url}/{upload_id}") for url in pair.urls] == [CHUNK] * 2
+
+    # Both at once, released together, for every remaining chunk: one stores it, the other
+    # is refused, whichever comes second.
+    offset = CHUNK
+    while offset < SIZE:
+        piece = data[offset : offset + CHUNK]
+        statuses = race(pair.urls, upload_id, offset, piece)
+        assert sorted(statuses) in ([204, 409], [204, 423]), statuses
+        offset += len(piece)
+        assert [head_offset(f"{url}/{upload_id}") for url in pair.urls] == [offset] * 2
+
+    file = result(f"{second}/{upload_id}")
+    assert pair.store.read(pair.store.key_of(file)) == data  # nothing interleaved, nothing twice
+    assert [name for name in pair.store.state(upload_id) if name.startswith("data-")] == []
+
+
+def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair) -> None:
+    data = os.urandom(SIZE)
+    doomed, survivor = pair.instances
+    upload_id = create(doomed.url, f"killed-{pair.store.kind}.bin")
+    assert patch(doomed.url, upload_id, 0, data[:CHUNK], CHUNK).status_code == 204
+
+    held = HeldPatch(doomed.url, upload_id, CHUNK, data[CHUNK : 2 * CHUNK])
+    try:
+        wait_until(lambda: pair.store.live_lease(upload_id), what="the doomed process holding the lease")
+        doomed.kill()
+        killed = time.monotonic()
+    finally:
+        held.release()
+    assert held.response is None and held.error is not None  # the client saw its connection die
+
+    # The dead process's lease is in the store still: refused until it runs out.
+    url = survivor.url
+    assert head_offset(f"{url}/{upload_id}") == CHUNK  # the half chunk it was writing never counted
+    piece = data[CHUNK : 2 * CHUNK]
+    statuses = []
+    while (response := patch(url, upload_id, CHUNK, piece, CHUNK)).status_code == 423:
+        statuses.append(response.status_code)
+        assert time.monotonic() - killed < LEASE + 5, "the dead process's lease never ran out"
+        time.sleep(0.2)
+    assert response.status_code == 204, response.text
+    assert statuses, "the dead process's lease was not honoured"
+    offset = 2 * CHUNK
+    while offset < SIZE:
+        piece = data[offset : offset + CHUNK]
+        assert patch(url, upload_id, offset, piece, len(piece)).status_code == 204
+        offset += len(piece)
+    assert pair.store.read(pair.store.key_of(result(f"{url}/{upload_id}"))) == data
