@@ -1,10 +1,14 @@
 """(a) The limit: a bare ASGI app writing the raw request body to a file, no parsing.
 
-The fastest raw-body sink we could write: the ASGI messages (uvicorn hands over 64 KiB or
-less each) are gathered, without copying, into batches of 1 MiB and each batch is one
-``writev`` straight from the event loop. No thread hop, because nothing else waits for the
-loop, and no per-message syscall. ``/limited`` answers 413 as soon as the body passes the
-limit, as a streaming parser at its best could.
+The fastest raw-body sink we could write: each ASGI message (uvicorn hands over about
+256 KiB at a time here) is written the moment it arrives, straight from the event loop,
+while its bytes are still in the CPU's cache. No thread hop, because nothing else waits
+for the loop. Gathering the messages into 1 MiB ``writev`` batches was measured slower on
+the benchmark machine, in three runs of 1 GiB (5 rounds each, rotated, ``os.sync()``
+between uploads): median 1.60 s against 2.36 s, 1.25 against 1.94, 1.28 against 2.07; the
+page-cache copy of bytes that have left the cache costs more than the syscalls saved.
+``BATCH`` is that knob (1 byte: every message at once). ``/limited`` answers 413 as soon as
+the body passes the limit, as a streaming parser at its best could.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from .settings import DESTINATION, LIMIT
 
-BATCH = 1024 * 1024
+BATCH = 1
 IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
