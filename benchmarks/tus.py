@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -465,10 +465,17 @@ def _worker_activity(frames: list[str]) -> str:
 # -- which engine the servers run ----------------------------------------------------------
 
 
-def engine(rev: str | None, scratch: Path) -> tuple[dict[str, str], str]:
-    """The servers' environment to import ``filestore_fastapi`` as of ``rev`` (exported from
-    git), and a description; ``None``: the work tree as it is."""
+@dataclass(frozen=True)
+class Engine:
+    """The ``filestore_fastapi`` a contender's server imports: the work tree's, or one
+    exported from git into ``directory``, which the server then runs in (uvicorn's
+    ``-m`` puts its working directory first on ``sys.path``, ahead of the work tree)."""
 
+    text: str
+    directory: Path | None = None
+
+
+def engine(rev: str | None, scratch: Path) -> Engine:
     def git(*arguments: str) -> str:
         return subprocess.run(
             ["git", *arguments], cwd=ROOT, capture_output=True, text=True, check=True
@@ -477,7 +484,7 @@ def engine(rev: str | None, scratch: Path) -> tuple[dict[str, str], str]:
     if rev is None:
         dirty = git("status", "--porcelain", "--", "filestore_fastapi").strip()
         head = git("rev-parse", "--short", "HEAD").strip()
-        return {}, f"the work tree at {head}" + (" with uncommitted changes" if dirty else "")
+        return Engine(f"the work tree at {head}" + (" with uncommitted changes" if dirty else ""))
     commit = git("rev-parse", "--short", f"{rev}^{{commit}}").strip()
     directory = scratch / f"engine-{commit}"
     if not directory.exists():
@@ -486,8 +493,70 @@ def engine(rev: str | None, scratch: Path) -> tuple[dict[str, str], str]:
             ["git", "archive", commit, "filestore_fastapi"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import filestore_fastapi; print(filestore_fastapi.__file__)"],
+        cwd=directory,
+        env=_engine_env(directory),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if not Path(probe.stdout.strip()).is_relative_to(directory):
+        raise RuntimeError(f"{commit}: the server would import {probe.stdout.strip()}")
     subject = git("log", "-1", "--format=%s", commit).strip()
-    return {"PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}, f"commit {commit} ({subject[:60]}...)"
+    return Engine(f"commit {commit} ({subject[:60]}...)", directory)
+
+
+def _engine_env(directory: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}
+
+
+@contextlib.contextmanager
+def serve_on(contender: Contender, scratch: Path, env: dict[str, str], on: Engine) -> Iterator[Running]:
+    """``measure.serve`` on ``on``'s ``filestore_fastapi``: the same uvicorn command line,
+    run in the engine's directory."""
+    if on.directory is None:
+        with serve(contender, scratch, env) as running:
+            yield running
+        return
+    from tests.e2e.server import Server, free_port, server_command
+    from tests.httpclient import httpx
+
+    destination, tmpdir = scratch / "dest" / contender.key, scratch / "tmp" / contender.key
+    for directory in (destination, tmpdir):
+        directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = server_command("uvicorn", f"benchmarks.apps.{contender.module}:app", port, 1)
+    process_env = {
+        **_engine_env(on.directory),
+        **env,
+        "BENCH_DESTINATION": str(destination),
+        "TMPDIR": str(tmpdir),
+    }
+    process = subprocess.Popen(command, env=process_env, cwd=on.directory)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving {contender.key}")
+            try:
+                httpx.get(url + "/", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not answer on {url} within 30 s") from None
+                time.sleep(0.1)
+        running = Running(contender, Server(url=url, process=process), destination, tmpdir)
+        running.clear()
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # -- the case ----------------------------------------------------------------------------
@@ -511,20 +580,21 @@ def tus_case(
     warm = bench.file(2 * CHUNK + 12_345)  # three PATCHes: the SDK's models, threads, first use
     warm_digest = _sha256(warm)
     scratch = bench.scratch / "tus-case"
-    engine_env, engine_text = engine(engine_rev, bench.scratch)
-    engines = {"tus": engine_text}
-    copy_env: dict[str, str] | None = None
+    main_engine = engine(engine_rev, bench.scratch)
+    engines = {"tus": main_engine.text}
+    copy_engine: Engine | None = None
     if copy_rev is not None:
-        copy_env, engines["tus-copy"] = engine(copy_rev, bench.scratch)
+        copy_engine = engine(copy_rev, bench.scratch)
+        engines["tus-copy"] = copy_engine.text
 
-    def start(contender: Contender, env: dict[str, str], key: str | None = None) -> Running:
+    def start(contender: Contender, env: dict[str, str], on: Engine, key: str | None = None) -> Running:
         if key is not None:
             contender = Contender(key, contender.label, contender.module, contender.short)
         for _ in range(3):
             # On a shared machine another process may take the free port first (and answer
             # the readiness probe): ours then exits at once.
             attempt = ExitStack()
-            running = attempt.enter_context(serve(contender, scratch, env))
+            running = attempt.enter_context(serve_on(contender, scratch, env, on))
             time.sleep(0.5)
             if running.server.process.poll() is None:
                 stack.enter_context(attempt)
@@ -532,10 +602,10 @@ def tus_case(
             attempt.close()
         raise RuntimeError(f"{contender.key}: uvicorn could not bind a port")
 
-    local_servers = {"multipart": start(LOCAL, engine_env), "tus": start(TUS_LOCAL, engine_env)}
+    local_servers = {"multipart": start(LOCAL, {}, main_engine), "tus": start(TUS_LOCAL, {}, main_engine)}
     warm_up(local_servers["multipart"], bench.file(16 * 1024))
-    if copy_env is not None:
-        local_servers["tus-copy"] = start(TUS_LOCAL, copy_env, "tus-local-copy")
+    if copy_engine is not None:
+        local_servers["tus-copy"] = start(TUS_LOCAL, {}, copy_engine, "tus-local-copy")
     local = Store("local", local_servers)
 
     moto = stack.enter_context(MotoServer())
@@ -559,12 +629,12 @@ def tus_case(
             client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
     s3_servers = {
-        "multipart": start(S3, {**s3_env, **engine_env}),
-        "tus": start(TUS_S3, {**s3_env, **engine_env}),
+        "multipart": start(S3, s3_env, main_engine),
+        "tus": start(TUS_S3, s3_env, main_engine),
     }
     warm_up(s3_servers["multipart"], bench.file(3 * S3_PART_SIZE))
-    if copy_env is not None:
-        s3_servers["tus-copy"] = start(TUS_S3, {**s3_env, **copy_env}, "tus-s3-copy")
+    if copy_engine is not None:
+        s3_servers["tus-copy"] = start(TUS_S3, s3_env, copy_engine, "tus-s3-copy")
     moto_process = getattr(moto, "_proc", None)
     s3 = Store("S3", s3_servers, empty_bucket, moto_process.pid if moto_process else None)
     stores = (local, s3)
