@@ -35,6 +35,7 @@ from tests.httpclient import httpx
 
 from .browser import open_browser, screenshot_path
 from .server import ROOT, Server, run_uvicorn
+from .tus_support import emulator
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Request, Response, Route
@@ -138,7 +139,7 @@ class S3Store(Store):
         from tests.contract.harness_s3 import moto_client
 
         self.moto, self.prefix, self.client = moto, prefix, moto_client(moto)
-        if not self.client.list_buckets().get("Buckets"):
+        if BUCKET not in {bucket["Name"] for bucket in self.client.list_buckets().get("Buckets", [])}:
             self.client.create_bucket(Bucket=BUCKET)
 
     def env(self) -> dict[str, str]:
@@ -221,46 +222,26 @@ class AzureStore(Store):
         ]
 
 
-EMULATORS: dict[str, type[MotoServer] | type[FakeGcsServer] | type[Azurite]] = {
-    "s3": MotoServer,
-    "gcs": FakeGcsServer,
-    "azure": Azurite,
-}
+_serial = itertools.count()
 
 
-class Emulators:
-    """The module's emulators, each started when a test first needs it."""
-
-    def __init__(self, stack: ExitStack) -> None:
-        self.stack = stack
-        self.running: dict[str, MotoServer | FakeGcsServer | Azurite] = {}
-        self.serial = itertools.count()
-
-    def store(self, kind: str, tmp_path: Path) -> Store:
-        if kind == "local":
-            return LocalStore(tmp_path / "documents")
-        if kind not in self.running:
-            emulator = EMULATORS[kind]()
-            try:
-                self.running[kind] = emulator.start()
-                self.stack.callback(emulator.stop)
-            except EmulatorNotInstalledError as missing:
-                if os.environ.get("CI", "").lower() == "true":
-                    pytest.fail(f"{missing}; CI must run the resumable browser tests on {kind}")
-                pytest.skip(str(missing))
-        prefix = f"documents-{next(self.serial)}"  # each test its own folder
-        running = self.running[kind]
-        if isinstance(running, MotoServer):
-            return S3Store(running, prefix)
-        if isinstance(running, FakeGcsServer):
-            return GCSStore(running, prefix)
-        return AzureStore(running, prefix)
-
-
-@pytest.fixture(scope="module")
-def emulators() -> Iterator[Emulators]:
-    with ExitStack() as stack:
-        yield Emulators(stack)
+def store_for(kind: str, tmp_path: Path) -> Store:
+    """A fresh folder on ``kind``; the emulators are the session's, shared with the other
+    tus tests (``tus_support.emulator``)."""
+    if kind == "local":
+        return LocalStore(tmp_path / "documents")
+    try:
+        running = emulator(kind)
+    except EmulatorNotInstalledError as missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{missing}; CI must run the resumable browser tests on {kind}")
+        pytest.skip(str(missing))
+    prefix = f"documents-{next(_serial)}"  # each test its own folder
+    if isinstance(running, MotoServer):
+        return S3Store(running, prefix)
+    if isinstance(running, FakeGcsServer):
+        return GCSStore(running, prefix)
+    return AzureStore(running, prefix)
 
 
 @dataclass
@@ -280,9 +261,9 @@ def app_setup(dist: Path, store: Store, tmp_path: Path) -> Setup:
 
 
 @pytest.fixture(params=STORES)
-def setup(request: pytest.FixtureRequest, dist: Path, emulators: Emulators, tmp_path: Path) -> Setup:
+def setup(request: pytest.FixtureRequest, dist: Path, tmp_path: Path) -> Setup:
     """The app's environment on each store, for a test that runs its own servers."""
-    return app_setup(dist, emulators.store(request.param, tmp_path), tmp_path)
+    return app_setup(dist, store_for(request.param, tmp_path), tmp_path)
 
 
 @pytest.fixture(scope="module")
