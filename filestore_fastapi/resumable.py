@@ -397,8 +397,15 @@ class ResumableUploads:
             generation = int(last.rsplit("-", 1)[1])
             try:
                 expires = json.loads(await self._read(last))["expires"]
-            except NotFound:
-                expires = 0.0  # replaced since the listing: the next one is taken
+            except Exception:
+                # Replaced since the listing (the next one is taken)? GCS and Azure report
+                # an object deleted during the read with their own errors, not NotFound.
+                try:
+                    await self.storage.stat(last)
+                except NotFound:
+                    expires = 0.0
+                else:
+                    raise
             if expires > time.time():
                 raise UploadLocked(None, "another request is writing to this upload")
         try:

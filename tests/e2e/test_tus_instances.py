@@ -77,10 +77,10 @@ def pair(
     return pairs[kind].running()
 
 
-def create(base: str, name: str) -> str:
+def create(base: str, name: str, length: int = SIZE) -> str:
     """POST on ``base`` (one process's ``/files``); the upload's path, without the host."""
     metadata = f"filename {base64.b64encode(name.encode()).decode()}"
-    headers = {**TUS, "Upload-Length": str(SIZE), "Upload-Metadata": metadata}
+    headers = {**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata}
     response = httpx.post(base, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     location: str = response.headers["Location"]
@@ -221,3 +221,16 @@ def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair)
         assert patch(url, upload_id, offset, piece, len(piece)).status_code == 204
         offset += len(piece)
     assert pair.store.read(pair.store.key_of(result(f"{url}/{upload_id}"))) == data
+
+
+def test_many_racing_patches_each_refuse_one_and_none_fails(pair: Pair) -> None:
+    """Small pieces raced on both processes, many times: the loser is refused, never a 500
+    (it may find the lease it listed already replaced by the winner's)."""
+    piece_size, rounds = 16 * KiB, 24
+    data = os.urandom(piece_size * rounds)
+    upload_id = create(pair.urls[1], f"raced-{pair.store.kind}.bin", length=len(data))
+    for offset in range(0, len(data), piece_size):
+        statuses = race(pair.urls, upload_id, offset, data[offset : offset + piece_size])
+        assert sorted(statuses) in ([204, 409], [204, 423]), (offset // piece_size, statuses)
+    file = result(f"{pair.urls[0]}/{upload_id}")
+    assert pair.store.read(pair.store.key_of(file)) == data
