@@ -195,6 +195,7 @@ def large_file(bench: Bench, stack: ExitStack) -> CaseResult:
     run at 1 GiB only: they write every byte twice at any size.
     """
     bench.start(stack, (*LARGE_CONTENDERS, *SPOOLING_CONTENDERS))
+    load_before = os.getloadavg()[0]
     large, huge = bench.size(GiB), bench.size(4 * GiB)
     plan: list[tuple[int, tuple[Contender, ...]]] = [
         (large, (*LARGE_CONTENDERS, *SPOOLING_CONTENDERS)),
@@ -209,12 +210,15 @@ def large_file(bench: Bench, stack: ExitStack) -> CaseResult:
                 if sample.status != 200:
                     raise RuntimeError(f"{contender.key} answered {sample.status}")
                 samples.append(sample)
+    load_after = os.getloadavg()[0]
     rows = []
     for size, contenders in plan:
+        limit_cpu = by(samples, "limit", size)
         for contender in contenders:
             mine = by(samples, contender.key, size)
             wall = median(s.seconds for s in mine)
             ratios = round_ratios(samples, contender.key, "limit", size)
+            cpu_ratios = [a.server_cpu / b.server_cpu for a, b in zip(mine, limit_cpu, strict=True)]
             rows.append(
                 [
                     size_label(size),
@@ -227,6 +231,7 @@ def large_file(bench: Bench, stack: ExitStack) -> CaseResult:
                     mib(max(s.rss_growth for s in mine)),
                     f"{median(s.write_bytes for s in mine) / size:.2f}",
                     f"{median(s.server_cpu for s in mine):.2f}",
+                    f"{median(cpu_ratios):.2f}",
                     f"{median(s.loop_cpu for s in mine):.2f}",
                     f"{median(s.client_cpu for s in mine):.2f}",
                 ]
@@ -289,6 +294,7 @@ def large_file(bench: Bench, stack: ExitStack) -> CaseResult:
             "RSS growth MiB",
             "written / size",
             "server CPU s",
+            "CPU x (a)",
             "loop CPU s",
             "client CPU s",
         ],
@@ -296,6 +302,9 @@ def large_file(bench: Bench, stack: ExitStack) -> CaseResult:
         targets=targets,
         samples=samples,
         notes=[
+            f"Load average (1 min) of the machine: {load_before:.1f} when the case began, {load_after:.1f}"
+            " when it ended (2 cores): above 2, other work competed for the cores and the wall times",
+            "swing with it; `CPU x (a)` (server CPU over the limit's, per round) moves less.",
             f"{bench.runs} rounds; each round rotates the contenders' order and runs `os.sync()` before",
             "every upload. `x (a)` is the ratio to the limit within a round; the targets use its median.",
             f"(b) and (c) ran at {size_label(large)} only: they write every byte twice at any size.",
@@ -370,11 +379,13 @@ def small_files(bench: Bench, stack: ExitStack) -> CaseResult:
 
         return running.measure(request, size)
 
+    load_before = os.getloadavg()[0]
     samples = [
         sample
         for turn in range(bench.runs)
         for sample in one_round(bench, rotated(LOCAL_CONTENDERS, turn), measure)
     ]
+    load_after = os.getloadavg()[0]
     rows = []
     rate: dict[str, float] = {}
     for contender in LOCAL_CONTENDERS:
@@ -414,7 +425,10 @@ def small_files(bench: Bench, stack: ExitStack) -> CaseResult:
             ),
         ],
         samples=samples,
-        notes=["One curl --parallel process sends all uploads over up to 16 kept-alive connections."],
+        notes=[
+            "One curl --parallel process sends all uploads over up to 16 kept-alive connections.",
+            f"Load average (1 min): {load_before:.1f} when the case began, {load_after:.1f} when it ended.",
+        ],
     )
 
 
