@@ -81,14 +81,18 @@ def deployment(
 
 
 def uploader(
-    deployment: Deployment, source: Path, urls: FileStorage | None = None, **options: Any
+    deployment: Deployment,
+    source: Path,
+    urls: FileStorage | None = None,
+    chunk_size: int = CHUNK,
+    **options: Any,
 ) -> Uploader:
     """A tuspy uploader of ``source``; with ``urls``, it resumes the upload stored there."""
     client = TusClient(deployment.proxy.url)
     resumable: dict[str, Any] = {"store_url": True, "url_storage": urls} if urls is not None else {}
     return client.uploader(
         file_path=str(source),
-        chunk_size=CHUNK,
+        chunk_size=chunk_size,
         metadata={"filename": source.name, "filetype": "application/octet-stream"},
         **resumable,
         **options,
@@ -119,6 +123,16 @@ def test_tuspy_uploads_in_chunks(deployment: Deployment, tmp_path: Path) -> None
     assert upload.url is not None
     file = check_stored(deployment, upload.url, digest)
     assert file["original_filename"] == source.name
+
+
+def test_tuspy_uploads_in_whole_part_chunks(deployment: Deployment, tmp_path: Path) -> None:
+    """5 MiB chunks: pieces a store can join by itself (S3's UploadPartCopy, GCS's compose)."""
+    source = tmp_path / f"parts-{deployment.store.kind}.bin"
+    digest = write_source(source, SIZE)
+    upload = uploader(deployment, source, chunk_size=5 * MiB)
+    upload.upload()
+    assert upload.offset == SIZE and upload.url is not None
+    check_stored(deployment, upload.url, digest)
 
 
 def test_tuspy_resumes_after_a_connection_reset(deployment: Deployment, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ them answers any request of an upload, and the store's own lease keeps two write
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import threading
 import time
@@ -45,9 +46,13 @@ class Pair:
         self.instances = (Instance(store), Instance(store))
 
     def running(self) -> Pair:
-        for instance in self.instances:
-            if instance.server is None:
-                instance.start()
+        """Both processes up (started side by side: each takes a second or two to import)."""
+        starting = [threading.Thread(target=i.start) for i in self.instances if i.server is None]
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
+        assert all(instance.server is not None for instance in self.instances)
         return self
 
     @property
@@ -154,6 +159,7 @@ def test_create_on_one_patch_alternately_head_on_either(pair: Pair) -> None:
         assert [head_offset(f"{url}/{upload_id}") for url in pair.urls] == [offset + len(piece)] * 2
     files = [result(f"{url}/{upload_id}") for url in pair.urls]
     assert files[0] == files[1]
+    assert files[0]["sha256"] == hashlib.sha256(data).hexdigest()  # no instance saw every byte
     assert pair.store.read(pair.store.key_of(files[0])) == data
 
 
@@ -185,6 +191,7 @@ def test_concurrent_patches_from_both_processes_one_is_refused(pair: Pair) -> No
         assert [head_offset(f"{url}/{upload_id}") for url in pair.urls] == [offset] * 2
 
     file = result(f"{second}/{upload_id}")
+    assert file["sha256"] == hashlib.sha256(data).hexdigest()
     assert pair.store.read(pair.store.key_of(file)) == data  # nothing interleaved, nothing twice
     assert [name for name in pair.store.state(upload_id) if name.startswith("data-")] == []
 
@@ -220,17 +227,20 @@ def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair)
         piece = data[offset : offset + CHUNK]
         assert patch(url, upload_id, offset, piece, len(piece)).status_code == 204
         offset += len(piece)
-    assert pair.store.read(pair.store.key_of(result(f"{url}/{upload_id}"))) == data
+    file = result(f"{url}/{upload_id}")
+    assert file["sha256"] == hashlib.sha256(data).hexdigest()
+    assert pair.store.read(pair.store.key_of(file)) == data
 
 
 def test_many_racing_patches_each_refuse_one_and_none_fails(pair: Pair) -> None:
     """Small pieces raced on both processes, many times: the loser is refused, never a 500
     (it may find the lease it listed already replaced by the winner's)."""
-    piece_size, rounds = 16 * KiB, 24
+    piece_size, rounds = 16 * KiB, 16
     data = os.urandom(piece_size * rounds)
     upload_id = create(pair.urls[1], f"raced-{pair.store.kind}.bin", length=len(data))
     for offset in range(0, len(data), piece_size):
         statuses = race(pair.urls, upload_id, offset, data[offset : offset + piece_size])
         assert sorted(statuses) in ([204, 409], [204, 423]), (offset // piece_size, statuses)
     file = result(f"{pair.urls[0]}/{upload_id}")
+    assert file["sha256"] == hashlib.sha256(data).hexdigest()
     assert pair.store.read(pair.store.key_of(file)) == data
