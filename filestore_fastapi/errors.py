@@ -35,7 +35,8 @@ class UploadError(HTTPException):
     def __init__(self, field: str | None, message: str) -> None:
         loc = ["body", field] if field else ["body"]
         detail = _Detail([{"loc": loc, "msg": message, "type": self.error_type}])
-        super().__init__(status_code=self.status_code)
+        # A detail given, so Starlette never looks up a phrase (older ones fail for tus's 460).
+        super().__init__(status_code=self.status_code, detail=message)
         self.detail: Any = detail  # FastAPI renders any JSON-able detail; Starlette types it as str
         self.field = field
         self.message = message
