@@ -25,12 +25,11 @@ from tusclient.uploader.uploader import Uploader
 
 from tests.e2e.tus_support import (
     STORES,
-    Instance,
+    Pair,
     Proxy,
-    Store,
     head_offset,
-    open_store,
     result,
+    shared_pair,
     wait_until,
     write_source,
 )
@@ -42,42 +41,41 @@ LEASE_WAIT = 10  # retries a second apart: the app's lease is 2 s
 
 
 class Deployment:
-    """The app over one store, behind a proxy."""
+    """The first app process over one store (``shared_pair``), behind a proxy."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.instance = Instance(store)
-        self.instance.start()
-        self.proxy = Proxy(self.instance.url.removesuffix("/files"))
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.store = pair.store
+        self.instance = pair.instances[0]
+        self.proxy = Proxy("")
+        self.ready()
+
+    def ready(self) -> Deployment:
+        """The process up (started anew if a test killed it), the proxy in front of it."""
+        self.pair.running()
+        self.proxy.upstream = self.instance.url.removesuffix("/files")
+        return self
 
     def restart(self) -> None:
         """A new process over the same store, at the address the client knows."""
         self.instance.start()
         self.proxy.upstream = self.instance.url.removesuffix("/files")
 
-    def close(self) -> None:
-        self.proxy.close()
-        self.instance.stop()
-
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Deployment]]:
+def deployments() -> Iterator[dict[str, Deployment]]:
     opened: dict[str, Deployment] = {}
     yield opened
     for deployment in opened.values():
-        deployment.close()
+        deployment.proxy.close()
 
 
 @pytest.fixture(params=STORES)
-def deployment(
-    request: pytest.FixtureRequest,
-    deployments: dict[str, Deployment],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Deployment:
+def deployment(request: pytest.FixtureRequest, deployments: dict[str, Deployment]) -> Deployment:
     kind: str = request.param
     if kind not in deployments:
-        deployments[kind] = Deployment(open_store(kind, tmp_path_factory.mktemp(f"tus-{kind}")))
-    return deployments[kind]
+        deployments[kind] = Deployment(shared_pair(kind))
+    return deployments[kind].ready()
 
 
 def uploader(

@@ -23,11 +23,10 @@ import pytest
 from tests.e2e.tus_support import (
     STORES,
     TUS,
-    Instance,
-    Store,
+    Pair,
     head_offset,
-    open_store,
     result,
+    shared_pair,
     wait_until,
 )
 from tests.httpclient import httpx
@@ -38,48 +37,9 @@ SIZE = 6 * CHUNK + 777
 LEASE = 2.0  # the app's TUS_LEASE default
 
 
-class Pair:
-    """Two processes of the app over one store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.instances = (Instance(store), Instance(store))
-
-    def running(self) -> Pair:
-        """Both processes up (started side by side: each takes a second or two to import)."""
-        starting = [threading.Thread(target=i.start) for i in self.instances if i.server is None]
-        for thread in starting:
-            thread.start()
-        for thread in starting:
-            thread.join()
-        assert all(instance.server is not None for instance in self.instances)
-        return self
-
-    @property
-    def urls(self) -> tuple[str, str]:
-        return self.instances[0].url, self.instances[1].url
-
-    def close(self) -> None:
-        for instance in self.instances:
-            instance.stop()
-
-
-@pytest.fixture(scope="module")
-def pairs() -> Iterator[dict[str, Pair]]:
-    opened: dict[str, Pair] = {}
-    yield opened
-    for pair in opened.values():
-        pair.close()
-
-
 @pytest.fixture(params=STORES)
-def pair(
-    request: pytest.FixtureRequest, pairs: dict[str, Pair], tmp_path_factory: pytest.TempPathFactory
-) -> Pair:
-    kind: str = request.param
-    if kind not in pairs:
-        pairs[kind] = Pair(open_store(kind, tmp_path_factory.mktemp(f"tus-pair-{kind}")))
-    return pairs[kind].running()
+def pair(request: pytest.FixtureRequest) -> Pair:
+    return shared_pair(request.param).running()
 
 
 def create(base: str, name: str, length: int = SIZE) -> str:
@@ -196,6 +156,20 @@ def test_concurrent_patches_from_both_processes_one_is_refused(pair: Pair) -> No
     assert [name for name in pair.store.state(upload_id) if name.startswith("data-")] == []
 
 
+def test_many_racing_patches_each_refuse_one_and_none_fails(pair: Pair) -> None:
+    """Small pieces raced on both processes, many times: the loser is refused, never a 500
+    (it may find the lease it listed already replaced by the winner's)."""
+    piece_size, rounds = 16 * KiB, 16
+    data = os.urandom(piece_size * rounds)
+    upload_id = create(pair.urls[1], f"raced-{pair.store.kind}.bin", length=len(data))
+    for offset in range(0, len(data), piece_size):
+        statuses = race(pair.urls, upload_id, offset, data[offset : offset + piece_size])
+        assert sorted(statuses) in ([204, 409], [204, 423]), (offset // piece_size, statuses)
+    file = result(f"{pair.urls[0]}/{upload_id}")
+    assert file["sha256"] == hashlib.sha256(data).hexdigest()
+    assert pair.store.read(pair.store.key_of(file)) == data
+
+
 def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair) -> None:
     data = os.urandom(SIZE)
     doomed, survivor = pair.instances
@@ -228,19 +202,5 @@ def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair)
         assert patch(url, upload_id, offset, piece, len(piece)).status_code == 204
         offset += len(piece)
     file = result(f"{url}/{upload_id}")
-    assert file["sha256"] == hashlib.sha256(data).hexdigest()
-    assert pair.store.read(pair.store.key_of(file)) == data
-
-
-def test_many_racing_patches_each_refuse_one_and_none_fails(pair: Pair) -> None:
-    """Small pieces raced on both processes, many times: the loser is refused, never a 500
-    (it may find the lease it listed already replaced by the winner's)."""
-    piece_size, rounds = 16 * KiB, 16
-    data = os.urandom(piece_size * rounds)
-    upload_id = create(pair.urls[1], f"raced-{pair.store.kind}.bin", length=len(data))
-    for offset in range(0, len(data), piece_size):
-        statuses = race(pair.urls, upload_id, offset, data[offset : offset + piece_size])
-        assert sorted(statuses) in ([204, 409], [204, 423]), (offset // piece_size, statuses)
-    file = result(f"{pair.urls[0]}/{upload_id}")
     assert file["sha256"] == hashlib.sha256(data).hexdigest()
     assert pair.store.read(pair.store.key_of(file)) == data

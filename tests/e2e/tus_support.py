@@ -3,20 +3,24 @@ from their emulators, the app under real uvicorn processes, and a loopback proxy
 of it that resets or holds a connection mid-body.
 
 The emulators are started once per test session (the first test that needs one starts
-it; ``tests/emulators.py`` stops them at exit), each module gets a bucket or container
-of its own.
+it; ``tests/emulators.py`` stops them at exit). So is a ``Pair`` of app processes per
+store (``shared_pair``): the single-process tests use its first, behind a proxy of their
+own, the two-process tests both.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,6 +253,43 @@ class Instance:
     def url(self) -> str:
         assert self.server is not None
         return f"{self.server.url}/files"
+
+
+class Pair:
+    """Two processes of the app over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.instances = (Instance(store), Instance(store))
+
+    def running(self) -> Pair:
+        """Both processes up (started side by side: each takes a second or two to import)."""
+        starting = [threading.Thread(target=i.start) for i in self.instances if i.server is None]
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
+        assert all(instance.server is not None for instance in self.instances)
+        return self
+
+    @property
+    def urls(self) -> tuple[str, str]:
+        return self.instances[0].url, self.instances[1].url
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+
+
+@functools.cache
+def shared_pair(kind: str) -> Pair:
+    """The session's pair of app processes over one store of ``kind`` (not started yet:
+    ``running()``), stopped at exit."""
+    root = Path(tempfile.mkdtemp(prefix=f"tus-{kind}-"))
+    pair = Pair(open_store(kind, root))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    atexit.register(pair.close)  # first: exit handlers run last-registered first
+    return pair
 
 
 class Proxy:
