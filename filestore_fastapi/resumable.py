@@ -17,9 +17,11 @@ Every object is written with ``WriteRequest(exact=True)``: created if absent, el
 ``lock-<n+1>`` holds the upload, and the fence: a PATCH that lost its lease while it wrote
 finds its ``data-<offset>`` taken, and its bytes are dropped rather than interleaved.
 
-On completion the pieces stream, in order, through an ordinary writer to a name claimed
-with the storage's collision policy, hashed on the way, so the ``FileData`` is the one a
-multipart upload of the same file gets; then the pieces are deleted.
+On completion the pieces become one object under a name claimed with the storage's
+collision policy, and the ``FileData`` is the one a multipart upload of the same file
+gets; then the pieces are deleted. If every byte came through this instance, the checksum
+was taken as they came and a ``Composing`` backend joins the pieces inside the store;
+otherwise they stream, in order, through an ordinary writer, hashed on the way.
 """
 
 from __future__ import annotations
