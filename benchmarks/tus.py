@@ -868,6 +868,21 @@ def where_the_time_goes(result: CaseResult) -> list[str]:
         "checksum was kept as the bytes came, deleting the pieces); the rest of the wall time is",
         "streaming the PATCHes into pieces. The completion took " + "; ".join(parts) + ".",
     ]
+    by_store: dict[str, dict[str, list[str]]] = {}
+    for row in result.extra["timing"]["rows"]:
+        by_store.setdefault(row[0], {})[row[1]] = row
+    joined = [
+        f"{store}: {kinds[KINDS['tus-copy']][4]} s by copy, {kinds[KINDS['tus']][4]} s now"
+        for store, kinds in by_store.items()
+        if KINDS["tus-copy"] in kinds and KINDS["tus"] in kinds
+    ]
+    if joined:
+        lines += [
+            "",
+            "Completion by copy (the older engine: every piece read back, hashed and written again) against",
+            "the engine under test (pieces joined in the store when it can, the checksum kept as the bytes",
+            "came), last PATCH over a steady one: " + "; ".join(joined) + ".",
+        ]
     for key, extra in result.extra.items():
         if key.startswith("profile-"):
             lines += ["", f"### {extra['title']}", "", *_table(extra["columns"], extra["rows"]), ""]
@@ -942,7 +957,8 @@ def main(argv: list[str]) -> int:
         with ExitStack() as stack:
             profile = args.profile_dir or (scratch / "profiles" if args.profile else None)
             result = tus_case(bench, stack, args.size_mib * MiB, profile, args.engine, args.copy_engine)
-        command = "python -m benchmarks.tus " + " ".join(argv)
+        shown = ["DIR" if argv[i - 1 : i] == ["--profile-dir"] else a for i, a in enumerate(argv)]
+        command = "python -m benchmarks.tus " + " ".join(shown)  # no path of this machine
         path = write_markdown(result, args.output, command.strip(), time.perf_counter() - started, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
