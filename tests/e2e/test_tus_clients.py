@@ -78,6 +78,14 @@ def deployment(request: pytest.FixtureRequest, deployments: dict[str, Deployment
     return deployments[kind].ready()
 
 
+@pytest.fixture
+def urls(tmp_path: Path) -> Iterator[FileStorage]:
+    """tuspy's own URL storage (a file), where an uploader finds the upload to resume."""
+    storage = FileStorage(str(tmp_path / "urls.json"))
+    yield storage
+    storage.close()
+
+
 def uploader(
     deployment: Deployment,
     source: Path,
@@ -110,9 +118,9 @@ def check_stored(deployment: Deployment, url: str, digest: str) -> dict[str, Any
 
 
 def test_tuspy_uploads_in_chunks(deployment: Deployment, tmp_path: Path) -> None:
-    source = tmp_path / f"clean-{deployment.store.kind}.bin"
-    digest = write_source(source, SIZE)
-    upload = uploader(deployment, source)
+    path = tmp_path / f"clean-{deployment.store.kind}.bin"
+    digest = write_source(path, SIZE)
+    upload = uploader(deployment, path)
     offsets = []
     while upload.offset < SIZE:  # the first one creates the upload
         upload.upload_chunk()
@@ -120,24 +128,25 @@ def test_tuspy_uploads_in_chunks(deployment: Deployment, tmp_path: Path) -> None
     assert offsets == [*range(CHUNK, SIZE, CHUNK), SIZE]
     assert upload.url is not None
     file = check_stored(deployment, upload.url, digest)
-    assert file["original_filename"] == source.name
+    assert file["original_filename"] == path.name
 
 
 def test_tuspy_uploads_in_whole_part_chunks(deployment: Deployment, tmp_path: Path) -> None:
     """5 MiB chunks: pieces a store can join by itself (S3's UploadPartCopy, GCS's compose)."""
-    source = tmp_path / f"parts-{deployment.store.kind}.bin"
-    digest = write_source(source, SIZE)
-    upload = uploader(deployment, source, chunk_size=5 * MiB)
+    path = tmp_path / f"parts-{deployment.store.kind}.bin"
+    digest = write_source(path, SIZE)
+    upload = uploader(deployment, path, chunk_size=5 * MiB)
     upload.upload()
     assert upload.offset == SIZE and upload.url is not None
     check_stored(deployment, upload.url, digest)
 
 
-def test_tuspy_resumes_after_a_connection_reset(deployment: Deployment, tmp_path: Path) -> None:
-    source = tmp_path / f"reset-{deployment.store.kind}.bin"
-    digest = write_source(source, SIZE)
-    urls = FileStorage(str(tmp_path / "urls.json"))
-    first = uploader(deployment, source, urls)
+def test_tuspy_resumes_after_a_connection_reset(
+    deployment: Deployment, tmp_path: Path, urls: FileStorage
+) -> None:
+    path = tmp_path / f"reset-{deployment.store.kind}.bin"
+    digest = write_source(path, SIZE)
+    first = uploader(deployment, path, urls)
     first.upload_chunk()  # creates the upload, then sends a chunk
     first.upload_chunk()
     assert first.url is not None
@@ -156,7 +165,7 @@ def test_tuspy_resumes_after_a_connection_reset(deployment: Deployment, tmp_path
     wait_until(lambda: head_offset(url) > 2 * CHUNK, what="the reset chunk's first bytes stored")
     assert head_offset(url) < 3 * CHUNK
 
-    resumed = uploader(deployment, source, urls, retries=LEASE_WAIT, retry_delay=1)
+    resumed = uploader(deployment, path, urls, retries=LEASE_WAIT, retry_delay=1)
     assert resumed.url == url  # found by tuspy's fingerprint of the file
     assert 2 * CHUNK < resumed.offset < 3 * CHUNK
     resumed.upload()
@@ -164,11 +173,12 @@ def test_tuspy_resumes_after_a_connection_reset(deployment: Deployment, tmp_path
     check_stored(deployment, url, digest)
 
 
-def test_tuspy_resumes_after_the_server_is_killed_mid_chunk(deployment: Deployment, tmp_path: Path) -> None:
-    source = tmp_path / f"killed-{deployment.store.kind}.bin"
-    digest = write_source(source, SIZE)
-    urls = FileStorage(str(tmp_path / "urls.json"))
-    first = uploader(deployment, source, urls)
+def test_tuspy_resumes_after_the_server_is_killed_mid_chunk(
+    deployment: Deployment, tmp_path: Path, urls: FileStorage
+) -> None:
+    path = tmp_path / f"killed-{deployment.store.kind}.bin"
+    digest = write_source(path, SIZE)
+    first = uploader(deployment, path, urls)
     first.upload_chunk()  # creates the upload, then sends a chunk
     first.upload_chunk()
     assert first.url is not None
@@ -201,7 +211,7 @@ def test_tuspy_resumes_after_the_server_is_killed_mid_chunk(deployment: Deployme
 
     started = time.monotonic()
     deployment.restart()
-    resumed = uploader(deployment, source, urls, retries=LEASE_WAIT, retry_delay=1)
+    resumed = uploader(deployment, path, urls, retries=LEASE_WAIT, retry_delay=1)
     assert resumed.url == url
     assert resumed.offset == 2 * CHUNK  # what the killed process was writing never counted
     resumed.upload()  # 423 until the dead process's lease runs out: tuspy retries

@@ -92,17 +92,20 @@ class Store:
         prefix = f".tus/{upload_id}/"
         return sorted(key[len(prefix) :] for key in self.names(prefix))
 
-    def live_lease(self, upload_id: str) -> bool:
-        """Whether some process holds the upload's lease now (a ``lock-*`` not yet expired)."""
+    def lease_expiry(self, upload_id: str) -> float:
+        """When the upload's last lease runs out (``time.time()``; 0 without a lease)."""
+        latest = 0.0
         for name in self.state(upload_id):
             if name.startswith("lock-"):
                 try:
-                    expires = json.loads(self.read(f".tus/{upload_id}/{name}"))["expires"]
+                    latest = max(latest, json.loads(self.read(f".tus/{upload_id}/{name}"))["expires"])
                 except Exception:  # replaced between the listing and the read
                     continue
-                if expires > time.time():
-                    return True
-        return False
+        return latest
+
+    def live_lease(self, upload_id: str) -> bool:
+        """Whether some process holds the upload's lease now (a ``lock-*`` not yet expired)."""
+        return self.lease_expiry(upload_id) > time.time()
 
 
 class LocalStore(Store):
