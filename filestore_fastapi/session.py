@@ -146,7 +146,10 @@ class _OpenFile:
     async def settle(self) -> None:
         """Wait until the batch in flight, if any, is hashed and written."""
         while self.pending:
-            await wait(self.pending.pop(0))
+            # Dropped only once done: a cancelled wait leaves it to ``wait_out``, so the
+            # writer is never aborted (its file closed) while a thread still writes to it.
+            await wait(self.pending[0])
+            self.pending.pop(0)
         if self.idle is not None:
             await self.idle.wait()
             self.idle = None
@@ -154,7 +157,8 @@ class _OpenFile:
     async def wait_out(self) -> None:
         """Wait for the batch in flight, whatever its outcome (before an abort)."""
         while self.pending:
-            await wait_out(self.pending.pop(0))
+            await wait_out(self.pending[0])
+            self.pending.pop(0)
         if self.idle is not None:
             await self.idle.wait()
             self.idle = None
