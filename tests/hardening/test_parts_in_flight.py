@@ -218,7 +218,8 @@ def test_memory_with_the_default_parts_in_flight_is_bounded(
 ) -> None:
     """The bound of ``Config.parts_in_flight`` at its worst: the default number of parts in
     flight, of the default ``part_size``, every one of them held up at once (each part waits
-    ``HOLD`` seconds before it is sent, as on a slow path), the next one filling behind them."""
+    until all of them are, then ``HOLD`` seconds more, as on a slow path), the next one filling
+    behind them."""
     harness: ContractHarness = request.getfixturevalue(f"hardening_{backend}")
     defaults = Config()
     in_flight, part = defaults.parts_in_flight, defaults.part_size
@@ -236,14 +237,15 @@ def test_memory_with_the_default_parts_in_flight_is_bounded(
 
 
 HOLD = 0.3
-"""Seconds each part waits before it goes up in the memory test: all of them overlap."""
+"""Seconds the parts wait, once all are in flight, before they go up in the memory test."""
 
 
 def upload_in_subprocess(storage: Storage, size: int, hold: float = 0.0) -> dict[str, int]:
     """Status and peak RSS growth of one upload of ``size`` bytes, as ``upload_in_chunks`` of
     ``test_memory_bounds`` measures them, except that the body is generated while it is sent
     (that one builds it in the measured process first, which would count it twice). Each part
-    waits ``hold`` seconds before it is sent."""
+    waits, before it is sent, until ``parts_in_flight`` parts are (a barrier: the first parts only,
+    so that a slow machine cannot let one finish before the last starts), then ``hold`` seconds."""
     config = storage.config.model_dump(exclude_defaults=True, mode="json")
     env = {**os.environ, "CHUNKED_CONFIG": json.dumps(config)}
     command = [
@@ -266,7 +268,15 @@ async def _measure(storage: Storage, size: int, hold: float) -> dict[str, int]:
     # measured upload holds is not memory the allocator kept from it.
     await post_in_chunks(app, storage.config.part_size + 64 * 1024, 64 * 1024)
     writer, method, _ = WRITERS[storage.storage_name]
-    parts = Parts(getattr(writer, method), slow=lambda number: hold)
+    in_flight = storage.config.parts_in_flight
+    together = threading.Barrier(in_flight)
+
+    def slow(number: int) -> float:
+        if hold and number <= in_flight:
+            together.wait(timeout=60)
+        return hold
+
+    parts = Parts(getattr(writer, method), slow=slow)
     setattr(writer, method, lambda self, pieces, number: parts(self, pieces, number))
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
     before = vm_kib("VmRSS")
