@@ -514,3 +514,23 @@ def test_an_empty_upload_is_complete_on_creation(tus: App) -> None:
     final = tus.client.post("/uploads", headers={**TUS, "Upload-Concat": f"final;{empty} {part}"})
     assert final.status_code == 201, final.text
     assert tus.client.get(final.headers["Location"]).json()["size"] == 3
+
+
+def test_a_one_piece_upload_on_local_disk_is_linked_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tus-js-client sends a whole file in one PATCH by default: no second copy of it."""
+    from filestore_fastapi.backends import local
+
+    def no_copy(source: Path, fd: int) -> None:
+        raise AssertionError("copied")
+
+    monkeypatch.setattr(local, "_append_file", no_copy)
+    app = App(tmp_path)
+    data = os.urandom(200_000)
+    url = app.create(len(data))
+    assert app.patch(url, 0, data).status_code == 204
+    [file] = app.completed
+    assert file.path is not None and file.path.read_bytes() == data
+    assert file.path.stat().st_nlink == 1, "the piece is gone; the file is its inode"
+    assert not [name for name in app.files() if ".upload-" in name or "/data-" in name]

@@ -265,6 +265,30 @@ def _open_temp(directory: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
+def _link_temp(directory: Path, source: Path) -> tuple[int, Path]:
+    """A temp file that is another name of the file ``source`` (which must not change: a
+    resumable upload's piece), open and held like one ``_open_temp`` made."""
+    directory.mkdir(parents=True, exist_ok=True)
+    while True:
+        temp = directory / f"{TEMP_PREFIX}{owner_tag()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            os.link(source, temp)
+        except FileExistsError:
+            continue
+        break
+    try:
+        fd = os.open(temp, os.O_RDWR)
+        try:
+            _hold(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return fd, temp
+
+
 def _write_all(fd: int, chunks: Sequence[Chunk]) -> None:
     """``writev`` the chunks, resuming after short writes."""
     pending = [memoryview(chunk) for chunk in chunks]
@@ -408,7 +432,15 @@ class LocalWriter(Writer):
         self._write(chunks)
 
     def fill_from(self, sources: Sequence[Path]) -> None:
-        """Start the temp file as the concatenation of the files ``sources`` (in a thread)."""
+        """Start the temp file as the concatenation of the files ``sources`` (in a thread).
+        One source is not copied at all: the temp file is a second link to it."""
+        if len(sources) == 1:
+            try:
+                self._fd, self._temp = _link_temp(self._directory, sources[0])
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise  # else a file system without hard links: copied
         self._write(())
         assert self._fd is not None
         for source in sources:
