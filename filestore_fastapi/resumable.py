@@ -400,14 +400,15 @@ class ResumableUploads:
             try:
                 expires = json.loads(await self._read(last))["expires"]
             except Exception:
-                # Replaced since the listing (the next one is taken)? GCS and Azure report
-                # an object deleted during the read with their own errors, not NotFound.
+                # Replaced since the listing? Then another request took or released the
+                # upload meanwhile: refused, for the names after it may be free again (a
+                # whole acquire-release deletes them) and must not be taken twice. GCS and
+                # Azure report an object deleted during the read with their own errors.
                 try:
                     await self.storage.stat(last)
                 except NotFound:
-                    expires = 0.0
-                else:
-                    raise
+                    raise UploadLocked(None, "another request is writing to this upload") from None
+                raise
             if expires > time.time():
                 raise UploadLocked(None, "another request is writing to this upload")
         try:

@@ -5,21 +5,30 @@ them answers any request of an upload, and the store's own lease keeps two write
 - PATCHes to one upload from both processes at once: exactly one is refused (423 while
   the other holds the lease, 409 once it has moved the offset), the object intact;
 - the holder SIGKILLed mid-body: the other process refuses the upload until the dead
-  one's lease runs out (2 s in the app), then takes it over at the last stored offset.
+  one's lease runs out (2 s in the app), then takes it over at the last stored offset;
+- (in-process, to force the interleaving) a lease listed before a whole other PATCH is
+  not taken by two at once.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 
+from filestore_fastapi import Config, LocalStorage
+from filestore_fastapi.errors import UploadLocked
+from filestore_fastapi.resumable import ResumableUploads
 from tests.e2e.tus_support import (
     STORES,
     TUS,
@@ -207,3 +216,29 @@ def test_a_killed_holder_blocks_the_other_process_for_its_lease_only(pair: Pair)
     file = result(f"{url}/{upload_id}")
     assert file["sha256"] == hashlib.sha256(data).hexdigest()
     assert pair.store.read(pair.store.key_of(file)) == data
+
+
+async def test_a_lease_listed_before_a_whole_other_patch_is_not_taken_twice(tmp_path: Path) -> None:
+    """In-process, to force the interleaving: three ``ResumableUploads`` over one store stand
+    for three instances. B lists the upload's lease, A then acquires and releases it whole
+    (its names before the release's are deleted, so free again), then B acquires from its
+    stale listing, and C while B would hold it: never two holders at once."""
+    storage = LocalStorage("file", config=Config(destination=tmp_path / "uploads"))
+    a, b, c = (ResumableUploads(storage, lease=timedelta(seconds=30)) for _ in range(3))
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""})
+    info = await a.create(request, length=10, metadata={"filename": "leased.bin"})
+    async with a.lease(await a.load(info.id)):
+        pass
+    stale = await b.load(info.id)
+    async with a.lease(await a.load(info.id)):
+        pass
+    holders = []
+    with contextlib.suppress(UploadLocked):
+        async with b.lease(stale):
+            holders.append("b")
+            with contextlib.suppress(UploadLocked):
+                async with c.lease(await c.load(info.id)):
+                    holders.append("c")
+    assert len(holders) <= 1, holders
+    async with c.lease(await c.load(info.id)):  # and the upload is not stuck
+        pass
