@@ -957,7 +957,8 @@ def main(argv: list[str]) -> int:
         with ExitStack() as stack:
             profile = args.profile_dir or (scratch / "profiles" if args.profile else None)
             result = tus_case(bench, stack, args.size_mib * MiB, profile, args.engine, args.copy_engine)
-        shown = ["DIR" if argv[i - 1 : i] == ["--profile-dir"] else a for i, a in enumerate(argv)]
+        paths = (["--profile-dir"], ["--output"])
+        shown = ["DIR" if argv[i - 1 : i] in paths else a for i, a in enumerate(argv)]
         command = "python -m benchmarks.tus " + " ".join(shown)  # no path of this machine
         path = write_markdown(result, args.output, command.strip(), time.perf_counter() - started, scratch)
     finally:
