@@ -354,10 +354,10 @@ class ResumableUploads:
     @asynccontextmanager
     async def lease(self, upload: Upload) -> AsyncIterator[None]:
         """Hold ``upload`` while the block runs, or ``UploadLocked`` (423) if another request
-        does. Renewed while held (``lock-<n+1>`` replaces ``lock-<n>``), released by a
-        ``lock-<n+1>`` that has expired already, so generations only grow and a holder
-        that paused past its lease finds its renewal taken: it has lost, and the block is
-        cancelled."""
+        does. The holder is the writer of the highest ``lock-<n>``: taken by creating the
+        next one, renewed while held (``lock-<n+1>`` replaces ``lock-<n>``), released by a
+        ``lock-<n+1>`` that has expired already. A holder that paused past its lease finds
+        its renewal taken or below another lease: it has lost, and the block is cancelled."""
         upload_id = upload.info.id
         generation = await self._acquire(upload)
         lost = False
@@ -419,8 +419,19 @@ class ResumableUploads:
         return generation + 1
 
     async def _take(self, upload_id: str, generation: int, expires: float | None = None) -> None:
+        """Create ``lock-<generation>``; ``KeyTaken`` if it exists, or if it is not the highest
+        once made: a name below the highest can be free again (older leases are deleted),
+        and a writer that paused past its lease must not take it as its renewal."""
         until = time.time() + self.lease_seconds if expires is None else expires
         await self._put(upload_id, f"lock-{generation:012d}", json.dumps({"expires": until}).encode())
+        if expires is not None:
+            return  # a release: whoever holds a higher lease keeps it
+        prefix = self._prefix(upload_id)
+        listed = await self.storage.list_objects(prefix + "lock-")
+        highest = max((int(info.key.rsplit("-", 1)[1]) for info in listed), default=generation)
+        if highest > generation:
+            await self._drop_lock(upload_id, generation)
+            raise KeyTaken(f"lock-{highest:012d} is later than lock-{generation:012d}")
 
     async def _drop_lock(self, upload_id: str, generation: int) -> None:
         key = self.storage.key_of(f"{self.folder}/{upload_id}", f"lock-{generation:012d}")

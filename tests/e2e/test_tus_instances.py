@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from starlette.requests import Request
 
@@ -241,4 +242,32 @@ async def test_a_lease_listed_before_a_whole_other_patch_is_not_taken_twice(tmp_
                     holders.append("c")
     assert len(holders) <= 1, holders
     async with c.lease(await c.load(info.id)):  # and the upload is not stuck
+        pass
+
+
+async def test_a_holder_paused_past_its_lease_loses_it_to_the_next_one(tmp_path: Path) -> None:
+    """A's loop freezes (a long GC, a stopped VM) while it holds the upload; its lease
+    expires, B takes and releases the upload meanwhile (so A's next name is free again).
+    When A wakes, its renewal is below B's release: A has lost, and its block is cancelled."""
+    storage = LocalStorage("file", config=Config(destination=tmp_path / "uploads"))
+    a, b = (ResumableUploads(storage, lease=timedelta(seconds=0.6)) for _ in range(2))
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""})
+    info = await a.create(request, length=10, metadata={"filename": "leased.bin"})
+
+    async def b_takes_and_releases() -> None:
+        await anyio.sleep(0.8)  # past A's lease
+        async with b.lease(await b.load(info.id)):
+            pass
+
+    other = threading.Thread(target=anyio.run, args=(b_takes_and_releases,))
+    with pytest.raises(UploadLocked, match="lost"):
+        async with a.lease(await a.load(info.id)):
+            await anyio.sleep(0.01)  # A's renewal is waiting for its turn
+            other.start()
+            time.sleep(1.5)  # frozen: no renewal runs
+            other.join()
+            # Awake: the overdue renewal runs now, and must find it lost (the one after it,
+            # 0.2 s later, would find B's release in its way in any case).
+            await anyio.sleep(0.05)
+    async with b.lease(await b.load(info.id)):  # B (or anyone) can take it again
         pass
