@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         machine = describe(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    command = "make bench" if not (args.quick or argv) else "python -m benchmarks " + " ".join(sys.argv[1:])
+    given = sys.argv[1:] if argv is None else argv
+    command = "make bench" if not (args.quick or given) else "python -m benchmarks " + " ".join(given)
     path = report.write(args.output, results, machine, command, time.perf_counter() - started)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
