@@ -9,7 +9,8 @@ Each upload is a 2 MiB file on disk in 256 KiB PATCHes; the sha256 the page show
 - Pause stops the upload (the page's count and the server's offset), Resume goes on from
   the server's offset; ``parallelUploads: 2`` is two partial uploads and a final one.
 - The server SIGKILLed mid-PATCH and restarted on its port: tus-js-client retries and goes
-  on, on local disk, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite).
+  on, on local disk, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite); a connection
+  reset mid-PATCH by a proxy: it goes on from the bytes the server kept.
 - A reloaded page resumes the upload the browser remembers (``findPreviousUploads``).
 - A refused file shows the server's reason; ``overridePatchMethod`` works; without
   tus-js-client (``make run`` without npm) the section says so and the rest works.
@@ -35,7 +36,7 @@ from tests.httpclient import httpx
 
 from .browser import open_browser, screenshot_path
 from .server import ROOT, Server, run_uvicorn
-from .tus_support import emulator
+from .tus_support import Proxy, emulator
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Request, Response, Route
@@ -503,6 +504,35 @@ def test_an_upload_survives_the_server_killed_and_restarted(setup: Setup, open_p
         resumed = traffic.patches()[patches_before:]
         assert resumed and resumed[0] > 0  # tus-js-client went on from the server's offset
         assert second.process.poll() is None
+
+
+def test_an_upload_survives_its_connection_reset_mid_patch(
+    local: tuple[Setup, Server], open_page: Opener
+) -> None:
+    """Through a proxy that resets the PATCH's connection 100 KiB into its body (a mobile
+    network, a proxy's cap): tus-js-client retries from the server's offset, which kept the
+    bytes that arrived."""
+    setup, server = local
+    proxy = Proxy(server.url)
+    try:
+        path, digest = source_file(setup, "reset.pdf")
+        proxied = Server(url=f"http://127.0.0.1:{proxy.port}", process=server.process)
+        page, traffic = open_page(proxied)
+        proxy.cut_after = 100 * 1024  # bytes a connection carries: 100 KiB into a PATCH
+        start(page, path)
+        deadline = time.monotonic() + 30
+        while not proxy.cuts:  # Playwright's own wait: the page's routed requests go on meanwhile
+            assert time.monotonic() < deadline, "no connection was reset"
+            page.wait_for_timeout(50)
+        proxy.cut_after = None
+        check_stored(page, setup, "reset.pdf", digest, traffic)
+        assert proxy.cuts >= 1  # (the retry may be cut too, before the cut is turned off)
+        offsets = traffic.patches()
+        assert offsets == sorted(set(offsets))  # no PATCH went back to an offset already sent
+        # One PATCH resumed mid-chunk: at the bytes the server kept of the one cut off.
+        assert any(offset % (CHUNK_KIB * 1024) for offset in offsets), offsets
+    finally:
+        proxy.close()
 
 
 def test_patch_sent_as_post_for_proxies_that_refuse_patch(
