@@ -399,16 +399,11 @@ class ResumableUploads:
             generation = int(last.rsplit("-", 1)[1])
             try:
                 expires = json.loads(await self._read(last))["expires"]
-            except Exception:
-                # Replaced since the listing? Then another request took or released the
-                # upload meanwhile: refused, for the names after it may be free again (a
-                # whole acquire-release deletes them) and must not be taken twice. GCS and
-                # Azure report an object deleted during the read with their own errors.
-                try:
-                    await self.storage.stat(last)
-                except NotFound:
-                    raise UploadLocked(None, "another request is writing to this upload") from None
-                raise
+            except NotFound:
+                # Replaced since the listing: another request took or released the upload
+                # meanwhile, so the names after it may be free again and must not be taken
+                # twice: refused.
+                raise UploadLocked(None, "another request is writing to this upload") from None
             if expires > time.time():
                 raise UploadLocked(None, "another request is writing to this upload")
         try:

@@ -755,11 +755,16 @@ class AzureBackend(Backend):
 
     def _read_range(self, key: str, offset: int, length: int, etag: str) -> bytes:
         from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        downloader = self.blob(key).download_blob(
-            offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
-        )
-        return downloader.readall()
+        try:
+            downloader = self.blob(key).download_blob(
+                offset=offset, length=length, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+            return bytes(downloader.readall())
+        except (ResourceNotFoundError, ResourceModifiedError):
+            # The version being read is gone: deleted, or replaced by another one.
+            raise NotFound(f"blob {key!r} was deleted or replaced while it was read") from None
 
     async def presign_upload(
         self, key: str, *, expires_in: int = 3600, content_type: str | None = None

@@ -674,9 +674,20 @@ class GCSBackend(Backend):
                 timeout=self.timeout,
                 retry=self.retry,
             )
-            data: bytes = await self.workers.run(fetch)
+            data: bytes = await self.workers.run(self._fetch_range, key, fetch)
             for offset in range(0, len(data), piece):
                 yield data[offset : offset + piece]
+
+    @staticmethod
+    def _fetch_range(key: str, fetch: Callable[[], bytes]) -> bytes:
+        from google.api_core.exceptions import NotFound as Missing
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            return fetch()
+        except (Missing, PreconditionFailed):
+            # The generation being read is gone: deleted, or replaced by another one.
+            raise NotFound(f"object {key!r} was deleted or replaced while it was read") from None
 
     def _existing_blob(self, key: str) -> Blob:
         blob = self.get(key)

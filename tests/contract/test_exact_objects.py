@@ -97,3 +97,24 @@ async def test_a_deleted_exact_object_is_gone_from_the_listing(harness: Contract
     # The name is free again.
     await put(storage, target, b"again")
     assert await opened(storage, key) == b"again"
+
+
+async def test_an_object_deleted_while_it_is_read_is_whole_or_not_found(harness: ContractHarness) -> None:
+    """Reading is never a mix: the object as it was when opened (a file system, a GET that
+    streams one response), or ``NotFound`` once its version is gone (stores read in ranges)."""
+    from .test_backend import NO_PARTS
+
+    extra = {} if harness.name in NO_PARTS else {"part_size": PART}
+    storage = harness.make("f", chunk_size=1024 * 1024, **extra)
+    data = os.urandom(2 * PART + 12345)
+    target = exact(storage, "gone", "while-read")
+    await put(storage, target, data)
+    key = storage.key_of(target.destination, target.filename)
+    chunks = storage.open(key)
+    received = [await chunks.__anext__()]
+    await storage.delete(key)
+    try:
+        received += [chunk async for chunk in chunks]
+    except NotFound:
+        return
+    assert b"".join(received) == data
