@@ -7,6 +7,9 @@ Azurite serves HTTPS here, as Azure does, with a certificate made for the run (t
 trust it through ``REQUESTS_CA_BUNDLE``): over HTTPS AzureStorage leaves the blocks' MD5 to
 TLS, as the SDK does, so what is compared is what a user of either gets from Azure.
 
+Azurite keeps the extents of deleted blobs in memory for the whole run (its limit is half the
+machine's memory, 12 GiB here): two contenders of five 1 GiB rounds fit, a third does not.
+
 Standalone: ``python -m benchmarks.azure_latency [--size-mib 1024] [--runs 5]``.
 """
 
