@@ -4,7 +4,7 @@ revert or release), and deletes, opens, stats, verifies and cleans up objects.
 It knows nothing of HTTP, FastAPI or forms: a backend stores bytes under keys and raises
 domain errors (``NotFound``, ``KeyTaken``, ``StorageUnavailable``, anything else for a
 failure of the store), which the session maps to HTTP answers in one place. What only
-some stores can do is a capability protocol of its own (``Presigning``).
+some stores can do is a capability protocol of its own (``Presigning``, ``Composing``).
 
 The session feeds a writer each chunk as it arrives, then either commits it (the object
 becomes visible under its final name) or aborts it (nothing of it remains). Once every
@@ -212,7 +212,8 @@ class Presigning(Protocol):
 @runtime_checkable
 class Composing(Protocol):
     """A backend that joins stored objects into a new one without their bytes passing
-    through this process (a file system's in-kernel copy); resumable uploads complete so."""
+    through this process (local: a hard link or ``copy_file_range``; S3: ``UploadPartCopy``;
+    GCS: ``compose``); resumable uploads complete so."""
 
     async def open_composed(self, target: WriteRequest, sources: Sequence[ObjectInfo]) -> Writer:
         """A writer that already holds the objects ``sources``, in order: commit it, abort

@@ -125,7 +125,7 @@ class MemoryBackend(Backend):
         return 0
 
     async def stat(self, key: str) -> ObjectInfo:
-        """Raises ``NotFound``: nothing is stored (but kept ``exact`` objects)."""
+        """A kept ``exact`` object's size; ``NotFound`` for anything else (no file is stored)."""
         return ObjectInfo(key=key, size=len(self._kept_bytes(key)), content_type=None)
 
     async def list_objects(self, prefix: str) -> list[ObjectInfo]:
@@ -137,8 +137,9 @@ class MemoryBackend(Backend):
         ]
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
-        """Raises ``NotFound``, as the other backends do for a key they do not have: the
-        bytes were in ``FileData.file`` during the request only."""
+        """A kept ``exact`` object's bytes; ``NotFound`` for a file, as the other backends
+        answer for a key they do not have: its bytes were in ``FileData.file`` during the
+        request only."""
         data = self._kept_bytes(key)
         for start in range(0, len(data), self.config.chunk_size):
             yield data[start : start + self.config.chunk_size]
