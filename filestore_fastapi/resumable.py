@@ -61,6 +61,7 @@ from .errors import (
     first_error,
 )
 from .filedata import FileData
+from .idle import IdleWatch
 from .policy import (
     DEFAULT_CONTENT_TYPE,
     UploadContext,
@@ -152,47 +153,26 @@ class Upload:
 
 
 class _Body:
-    """A request's body that ends, rather than raises, when the client goes away or stops
-    sending for ``idle_timeout``: the bytes that did arrive are kept (tus resumes there).
-
-    One watcher per body (``watch``), not a timer per chunk, which a client sending a byte
-    at a time would multiply."""
+    """A request's body that ends, rather than raises, when the client goes away: the
+    bytes that did arrive are kept (tus resumes there). ``idle`` times its waits."""
 
     def __init__(self, request: Request, idle_timeout: float | None) -> None:
         self._request = request
-        self._idle = idle_timeout
-        self._waiting_since: float | None = None
+        self.idle = IdleWatch(idle_timeout)
         self.disconnected = False
-        self.timed_out = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._request.stream().__aiter__()
         while True:
-            self._waiting_since = anyio.current_time()
             try:
-                chunk = await chunks.__anext__()
+                chunk = await self.idle.receive(chunks)
             except StopAsyncIteration:
                 return
             except ClientDisconnect:
                 self.disconnected = True
                 return
-            finally:
-                self._waiting_since = None
             if chunk:
                 yield chunk
-
-    async def watch(self, reading: anyio.CancelScope) -> None:
-        """Cancel ``reading`` once the next chunk has been awaited for ``idle_timeout``."""
-        if self._idle is None:
-            return
-        while True:
-            since = self._waiting_since
-            waited = 0.0 if since is None else anyio.current_time() - since
-            if waited >= self._idle:
-                self.timed_out = True
-                reading.cancel()
-                return
-            await anyio.sleep(self._idle - waited)
 
 
 class ResumableUploads:
@@ -496,25 +476,26 @@ class ResumableUploads:
         try:
             with anyio.CancelScope() as reading:
                 async with _unwrapped(), anyio.create_task_group() as group:
-                    group.start_soon(body.watch, reading)
-                    async for chunk in body:
-                        received += len(chunk)
-                        total = upload.offset + received
-                        if upload.length is not None and total > upload.length:
-                            limit = upload.length
-                            raise PayloadTooLarge(
-                                field_name, f"{field_name}: the body goes past Upload-Length of {limit} bytes"
-                            )
-                        check_size(config, field_name, total)
-                        if hasher is not None:
-                            hasher.update(chunk)
-                        if running is not None:
-                            running.update(chunk)
-                        await writer.write(chunk)
-                        if progress.due(total):
-                            await progress.report(total)
-                    group.cancel_scope.cancel()
-            if checksum is not None and (body.disconnected or body.timed_out):
+                    with body.idle.watching(reading, group):
+                        async for chunk in body:
+                            received += len(chunk)
+                            total = upload.offset + received
+                            if upload.length is not None and total > upload.length:
+                                limit = upload.length
+                                raise PayloadTooLarge(
+                                    field_name,
+                                    f"{field_name}: the body goes past Upload-Length of {limit} bytes",
+                                )
+                            check_size(config, field_name, total)
+                            if hasher is not None:
+                                hasher.update(chunk)
+                            if running is not None:
+                                running.update(chunk)
+                            await writer.write(chunk)
+                            if progress.due(total):
+                                await progress.report(total)
+            timed_out = reading.cancelled_caught
+            if checksum is not None and (body.disconnected or timed_out):
                 received = 0  # a checksum is of the whole body: a part of it cannot be kept
             elif hasher is not None and checksum is not None and hasher.digest() != checksum[1]:
                 raise ChecksumMismatch(field_name, f"{field_name}: the body does not match Upload-Checksum")
@@ -536,7 +517,7 @@ class ResumableUploads:
             upload.pieces.append(ObjectInfo(key=key, size=received, content_type=None))
             if running is not None:
                 self._keep_hasher(upload.info.id, upload.offset + received, running)
-        if body.timed_out and checksum is None:
+        if timed_out and checksum is None:
             # Kept what came; the client is told, and resumes from the new offset.
             timeout = config.idle_timeout
             raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")

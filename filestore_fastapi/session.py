@@ -7,14 +7,12 @@ If anything fails, every file of the request is removed before the error propaga
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import sys
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from time import monotonic
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -36,6 +34,7 @@ from .errors import (
     first_error,
 )
 from .filedata import FileData
+from .idle import IdleWatch
 from .multipart import (
     Event,
     PartData,
@@ -212,7 +211,7 @@ class UploadSession:
         self._committed: list[tuple[Writer, Storage, FileData]] = []  # until released or reverted
         self._holders = 0  # storage dependencies that have not exited yet
         self._form_memory = 0
-        self._waiting_since: float | None = None  # since when the next body chunk is awaited
+        self._idle = IdleWatch(self.limits.idle_timeout)
         self._open: _OpenFile | None = None
         self._complete: list[_OpenFile] = []  # written in full, committed once the body is valid
         self._text: _TextField | None = None
@@ -307,13 +306,10 @@ class UploadSession:
         try:
             try:
                 async with anyio.create_task_group() as self._background, aclosing(self._events()) as events:
-                    with anyio.CancelScope() as reading:
-                        stop_watching = self._watch_idle(reading)
-                        try:
-                            async for event in events:
-                                await self._handle(event)
-                        finally:
-                            stop_watching()
+                    background = self._background
+                    with anyio.CancelScope() as reading, self._idle.watching(reading, background):
+                        async for event in events:
+                            await self._handle(event)
                     if reading.cancelled_caught:
                         timeout = self.limits.idle_timeout
                         raise RequestTimeout(None, f"no body data for idle_timeout={timeout:g} seconds")
@@ -365,67 +361,16 @@ class UploadSession:
         received = 0
         chunks = self.request.stream().__aiter__()
         while True:
-            self._waiting_since = monotonic()  # per chunk: anyio.current_time() costs 5x more
             try:
-                chunk = await chunks.__anext__()
+                chunk = await self._idle.receive(chunks)
             except StopAsyncIteration:
                 break
-            finally:
-                self._waiting_since = None
             received += len(chunk)
             if limit is not None and received > limit:
                 raise PayloadTooLarge(None, f"request body exceeds max_body_size of {limit} bytes")
             if chunk:
                 yield chunk
         self._body_complete = True
-
-    def _watch_idle(self, reading: anyio.CancelScope) -> Callable[[], None]:
-        """Cancel ``reading`` once the body has been waited for ``idle_timeout`` seconds;
-        returns the function that stops watching.
-
-        uvicorn and most servers have no body timeout: a client that stops sending would
-        keep its temp file and descriptor for as long as it keeps the socket open. Only the
-        wait for the client counts (a slow store is not the client's fault), and one timer
-        per request watches, rather than one per chunk that a client sending bytes one at
-        a time would multiply. On asyncio it is a loop timer, re-armed for what is left
-        when it fires early (a task and its cancel scopes cost a small upload ~10 % of its
-        CPU); elsewhere a task of the session's task group.
-        """
-        timeout = self.limits.idle_timeout
-        if timeout is None:
-            return _nothing
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # another event loop (trio)
-            watchdog = anyio.CancelScope()
-            assert self._background is not None
-            self._background.start_soon(self._watch_idle_task, reading, watchdog, timeout)
-            return watchdog.cancel
-        timer: asyncio.TimerHandle | None = None
-
-        def check() -> None:
-            nonlocal timer
-            since = self._waiting_since
-            waited = 0.0 if since is None else monotonic() - since
-            if waited >= timeout:
-                reading.cancel()
-            else:
-                timer = loop.call_later(timeout - waited, check)
-
-        timer = loop.call_later(timeout, check)
-        return lambda: timer.cancel() if timer is not None else None
-
-    async def _watch_idle_task(
-        self, reading: anyio.CancelScope, watchdog: anyio.CancelScope, timeout: float
-    ) -> None:
-        with watchdog:
-            while True:
-                since = self._waiting_since
-                waited = 0.0 if since is None else monotonic() - since
-                if waited >= timeout:
-                    reading.cancel()
-                    return
-                await anyio.sleep(timeout - waited)
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, PartData):
@@ -612,10 +557,6 @@ class UploadSession:
             except Exception:
                 logger.exception("could not revert %s during rollback", file_data.filename)
         self._files.clear()
-
-
-def _nothing() -> None:
-    pass
 
 
 async def _within_body_limit(
