@@ -34,7 +34,7 @@ import secrets
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -232,13 +232,13 @@ class ResumableUploads:
     async def _read(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.storage.open(key)])
 
-    async def _delete_all(self, objects: list[ObjectInfo]) -> None:
+    async def _delete(self, keys: Iterable[str]) -> None:
         with anyio.CancelScope(shield=True):
-            for info in objects:
+            for key in keys:
                 try:
-                    await self.storage.delete(info.key)
+                    await self.storage.delete(key)
                 except Exception:
-                    logger.exception("could not delete %s of a resumable upload", info.key)
+                    logger.exception("could not delete %s of a resumable upload", key)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -247,7 +247,7 @@ class ResumableUploads:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(None, "no such upload")
         prefix = self._prefix(upload_id)
-        objects = {info.key[len(prefix) :]: info for info in await self.storage.list_objects(prefix)}
+        objects = await self._objects(prefix)
         if INFO not in objects:
             raise UploadNotFound(None, "no such upload")
         try:
@@ -256,6 +256,21 @@ class ResumableUploads:
             raise UploadNotFound(None, "no such upload") from None
         if info.owner != owner:
             raise UploadNotFound(None, "no such upload")
+        return await self._state(info, prefix, objects)
+
+    async def _reload(self, upload: Upload) -> Upload:
+        """``upload`` as it is now (its ``info`` is written once: not read again)."""
+        prefix = self._prefix(upload.info.id)
+        objects = await self._objects(prefix)
+        if INFO not in objects:
+            raise UploadNotFound(None, "no such upload")  # terminated meanwhile
+        return await self._state(upload.info, prefix, objects)
+
+    async def _objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        """The objects of one upload, by name."""
+        return {info.key[len(prefix) :]: info for info in await self.storage.list_objects(prefix)}
+
+    async def _state(self, info: UploadInfo, prefix: str, objects: dict[str, ObjectInfo]) -> Upload:
         length = info.length
         if length is None and LENGTH in objects:
             length = int(await self._read(objects[LENGTH].key))
@@ -390,7 +405,7 @@ class ResumableUploads:
             await self._take(upload.info.id, generation + 1)
         except KeyTaken:
             raise UploadLocked(None, "another request is writing to this upload") from None
-        await self._delete_all([ObjectInfo(key=key, size=0, content_type=None) for key in upload.locks])
+        await self._delete(upload.locks)
         return generation + 1
 
     async def _take(self, upload_id: str, generation: int, expires: float | None = None) -> None:
@@ -410,7 +425,7 @@ class ResumableUploads:
 
     async def _drop_lock(self, upload_id: str, generation: int) -> None:
         key = self.storage.key_of(f"{self.folder}/{upload_id}", f"lock-{generation:012d}")
-        await self._delete_all([ObjectInfo(key=key, size=0, content_type=None)])
+        await self._delete([key])
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -430,7 +445,7 @@ class ResumableUploads:
         if upload.info.concat == "final":
             raise UploadForbidden(None, "a concatenated upload takes no PATCH")
         async with self.lease(upload):
-            upload = await self.load(upload_id, owner)  # as it is now that we hold it
+            upload = await self._reload(upload)  # as it is now that we hold it
             if offset != upload.offset:
                 raise OffsetMismatch(None, f"Upload-Offset is {offset}, the upload is at {upload.offset}")
             if length is not None:
@@ -534,7 +549,7 @@ class ResumableUploads:
         hashed = entry[1] if entry is not None and entry[0] == upload.offset else None
         file = await self.assemble(upload, upload.pieces, request, hashed=hashed)
         self._hashers.pop(upload.info.id, None)
-        await self._delete_all(upload.pieces)
+        await self._delete(piece.key for piece in upload.pieces)
         return file
 
     def _running_hasher(self, upload: Upload) -> Hasher | None:
@@ -628,11 +643,10 @@ class ResumableUploads:
         return file
 
     async def concatenate(
-        self, info: UploadInfo, request: Request, owner: str | None
+        self, info: UploadInfo, partials: list[Upload], request: Request, owner: str | None
     ) -> tuple[Upload, FileData]:
-        """Complete a final upload: its partial uploads' pieces, in order, become its file;
-        then the partial uploads are removed."""
-        partials = [await self.load(part, owner) for part in info.parts]
+        """Complete a final upload: its partial uploads' pieces (``check_partials``), in
+        order, become its file; then the partial uploads are removed."""
         upload = Upload(info, info.length, [], 0)
         pieces = [piece for partial in partials for piece in partial.pieces]
         try:
@@ -645,18 +659,17 @@ class ResumableUploads:
             await self.terminate(part, owner, missing_ok=True)
         return upload, file
 
-    async def check_partials(self, parts: tuple[str, ...], owner: str | None) -> int:
-        """The total length of a final upload's partial uploads, each of them complete."""
-        total = 0
-        for part in parts:
-            partial = await self.load(part, owner)
+    async def check_partials(self, parts: tuple[str, ...], owner: str | None) -> list[Upload]:
+        """A final upload's partial uploads, each of them complete, their total length within
+        ``max_file_size``."""
+        partials = [await self.load(part, owner) for part in parts]
+        for part, partial in zip(parts, partials, strict=True):
             if partial.info.concat != "partial":
                 raise ValidationFailed(None, f"upload {part} is not a partial upload")
             if not partial.complete:
                 raise ValidationFailed(None, f"partial upload {part} is not complete")
-            total += partial.offset
-        check_size(self.storage.config, self.storage.name, total)
-        return total
+        check_size(self.storage.config, self.storage.name, sum(partial.offset for partial in partials))
+        return partials
 
     # -- removing --------------------------------------------------------------------------
 
@@ -673,8 +686,8 @@ class ResumableUploads:
             objects = await self.storage.list_objects(prefix)
             # The info last, so an interrupted removal is still an upload that expires.
             objects.sort(key=lambda info: _name(info.key) == INFO)
-            await self._delete_all([info for info in objects if not _LOCK.fullmatch(_name(info.key))])
-        await self._delete_all(await self.storage.list_objects(prefix))  # the released lease
+            await self._delete(info.key for info in objects if not _LOCK.fullmatch(_name(info.key)))
+        await self._delete(info.key for info in await self.storage.list_objects(prefix))  # the released lease
 
     async def remove_expired(self, now: float | None = None) -> int:
         """Remove every upload whose expiry has passed (completed ones too: their ``done`` is
@@ -696,7 +709,7 @@ class ResumableUploads:
                 if expires > now:
                     continue
             objects.sort(key=lambda info: _name(info.key) == INFO)
-            await self._delete_all(objects)
+            await self._delete(info.key for info in objects)
             removed += 1
         return removed
 

@@ -30,6 +30,7 @@ from .errors import (
     UploadError,
     UploadNotFound,
 )
+from .policy import check_size
 from .resumable import UPLOAD_ID, OnComplete, ResumableUploads, Upload, logger
 
 if TYPE_CHECKING:
@@ -124,10 +125,8 @@ class _TusHandler:
             raw_metadata = headers.get("upload-metadata", "")
             metadata = self._parse_metadata(raw_metadata)
             concat, parts = self._parse_concat(headers.get("upload-concat"))
-            if concat == "final":
-                length: int | None = await self.uploads.check_partials(parts, owner)
-            else:
-                length = self._parse_length(headers)
+            partials = await self.uploads.check_partials(parts, owner) if concat == "final" else []
+            length = sum(p.offset for p in partials) if concat == "final" else self._parse_length(headers)
             info = await self.uploads.create(
                 request,
                 length=length,
@@ -140,10 +139,10 @@ class _TusHandler:
             location = f"{request.url.path.rstrip('/')}/{info.id}"
             reply = {"Location": location, "Upload-Expires": _http_date(info.expires)}
             if concat == "final":
-                upload, _ = await self.uploads.concatenate(info, request, owner)
+                upload, _ = await self.uploads.concatenate(info, partials, request, owner)
                 return self._answer(201, upload, reply)
             # An empty upload is complete now: clients send no PATCH for it (tus-js-client).
-            if length == 0 or headers.get("content-type", "").split(";")[0].strip() == CHUNK_TYPE:
+            if length == 0 or _carries_bytes(headers):
                 upload, _ = await self.uploads.append(info.id, request, offset=0, owner=owner)
                 return self._answer(201, upload, reply)
             return Response(status_code=201, headers={**reply, "Tus-Resumable": TUS_VERSION})
@@ -177,13 +176,14 @@ class _TusHandler:
         try:
             self._check_version(request)
             headers = request.headers
-            if headers.get("content-type", "").split(";")[0].strip() != CHUNK_TYPE:
+            if not _carries_bytes(headers):
                 raise UnsupportedMediaType(None, f"a PATCH's Content-Type must be {CHUNK_TYPE}")
             offset = _header_int(headers, "upload-offset", required=True)
             assert offset is not None
             length = _header_int(headers, "upload-length")
             declared = _header_int(headers, "content-length")
-            self._check_declared_size(offset, declared)
+            if declared is not None:  # refused from Content-Length, before reading a byte
+                check_size(self.config, self.uploads.storage.name, offset + declared)
             upload, _ = await self.uploads.append(
                 upload_id,
                 request,
@@ -296,13 +296,6 @@ class _TusHandler:
         except binascii.Error:
             raise MalformedRequest(None, "Upload-Checksum is not base64") from None
 
-    def _check_declared_size(self, offset: int, declared: int | None) -> None:
-        """Refuse from Content-Length, before reading a byte, a body past the size limit."""
-        limit = self.config.max_file_size
-        if declared is not None and limit is not None and offset + declared > limit:
-            field = self.uploads.storage.name
-            raise PayloadTooLarge(field, f"{field}: file exceeds max_file_size of {limit} bytes")
-
     # -- answers ---------------------------------------------------------------------------
 
     def _answer(self, status: int, upload: Upload, headers: dict[str, str] | None = None) -> Response:
@@ -325,6 +318,11 @@ class _TusHandler:
         if not body:
             return Response(status_code=exc.status_code, headers=headers)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def _carries_bytes(headers: Any) -> bool:
+    """Whether the request's body is upload bytes (``application/offset+octet-stream``)."""
+    return bool(headers.get("content-type", "").split(";")[0].strip() == CHUNK_TYPE)
 
 
 def _header_int(headers: Any, name: str, *, required: bool = False) -> int | None:
