@@ -102,6 +102,11 @@ def owner_tag() -> str:
     return _owner[1]
 
 
+def _owned_prefix() -> str:
+    """How this process's hidden files begin: ``writer_is_gone`` reads the owner back."""
+    return f"{TEMP_PREFIX}{owner_tag()}-"
+
+
 def writer_is_gone(name: str) -> bool:
     """Whether the temp or backup file ``name`` is provably of a writer that no longer runs:
     it carries this host's id, and its pid is not alive or was started at another time.
@@ -249,7 +254,7 @@ class _Sweeper:
 
 
 def _open_temp(directory: Path) -> tuple[int, Path]:
-    prefix = f"{TEMP_PREFIX}{owner_tag()}-"
+    prefix = _owned_prefix()
     try:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
     except FileNotFoundError:  # made only when missing: a mkdir per upload showed in the profile
@@ -270,7 +275,7 @@ def _link_temp(directory: Path, source: Path) -> tuple[int, Path]:
     resumable upload's piece), open and held like one ``_open_temp`` made."""
     directory.mkdir(parents=True, exist_ok=True)
     while True:
-        temp = directory / f"{TEMP_PREFIX}{owner_tag()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        temp = directory / f"{_owned_prefix()}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
             os.link(source, temp)
         except FileExistsError:
@@ -339,7 +344,7 @@ class _Backup:
 
 
 def _backup_name(directory: Path) -> Path:
-    return directory / f"{TEMP_PREFIX}{owner_tag()}-{secrets.token_hex(4)}{BACKUP_SUFFIX}"
+    return directory / f"{_owned_prefix()}{secrets.token_hex(4)}{BACKUP_SUFFIX}"
 
 
 def _replace_keeping_backup(temp: Path, target: Path) -> _Backup | None:
