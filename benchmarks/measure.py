@@ -219,14 +219,17 @@ class Running:
 
 
 @contextmanager
-def serve(contender: Contender, scratch: Path, env: Mapping[str, str] | None = None) -> Iterator[Running]:
-    """Start ``contender`` under uvicorn (httptools) with its own destination and TMPDIR."""
+def serve(
+    contender: Contender, scratch: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Running]:
+    """Start ``contender`` under uvicorn (httptools) with its own destination and TMPDIR
+    (in ``cwd``: another checkout's ``filestore_fastapi``, with its ``PYTHONPATH`` in ``env``)."""
     destination = scratch / "dest" / contender.key
     tmpdir = scratch / "tmp" / contender.key
     for directory in (destination, tmpdir):
         directory.mkdir(parents=True, exist_ok=True)
     process_env = {"BENCH_DESTINATION": str(destination), "TMPDIR": str(tmpdir), **(env or {})}
-    with run_uvicorn(f"benchmarks.apps.{contender.module}:app", env=process_env) as server:
+    with run_uvicorn(f"benchmarks.apps.{contender.module}:app", env=process_env, cwd=cwd) as server:
         running = Running(contender, server, destination, tmpdir)
         running.clear()
         yield running

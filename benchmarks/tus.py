@@ -496,7 +496,7 @@ def engine(rev: str | None, scratch: Path) -> Engine:
     probe = subprocess.run(
         [sys.executable, "-c", "import filestore_fastapi; print(filestore_fastapi.__file__)"],
         cwd=directory,
-        env=_engine_env(directory),
+        env={**os.environ, "PYTHONPATH": _engine_path(directory)},
         capture_output=True,
         text=True,
         check=True,
@@ -507,56 +507,18 @@ def engine(rev: str | None, scratch: Path) -> Engine:
     return Engine(f"commit {commit} ({subject[:60]}...)", directory)
 
 
-def _engine_env(directory: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}
+def _engine_path(directory: Path) -> str:
+    """The ``PYTHONPATH`` that imports ``filestore_fastapi`` from ``directory``."""
+    return f"{directory}{os.pathsep}{ROOT}"
 
 
 @contextlib.contextmanager
 def serve_on(contender: Contender, scratch: Path, env: dict[str, str], on: Engine) -> Iterator[Running]:
     """``measure.serve`` on ``on``'s ``filestore_fastapi``: the same uvicorn command line,
     run in the engine's directory."""
-    if on.directory is None:
-        with serve(contender, scratch, env) as running:
-            yield running
-        return
-    from tests.e2e.server import Server, free_port, server_command
-    from tests.httpclient import httpx
-
-    destination, tmpdir = scratch / "dest" / contender.key, scratch / "tmp" / contender.key
-    for directory in (destination, tmpdir):
-        directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = server_command("uvicorn", f"benchmarks.apps.{contender.module}:app", port, 1)
-    process_env = {
-        **_engine_env(on.directory),
-        **env,
-        "BENCH_DESTINATION": str(destination),
-        "TMPDIR": str(tmpdir),
-    }
-    process = subprocess.Popen(command, env=process_env, cwd=on.directory)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving {contender.key}")
-            try:
-                httpx.get(url + "/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not answer on {url} within 30 s") from None
-                time.sleep(0.1)
-        running = Running(contender, Server(url=url, process=process), destination, tmpdir)
-        running.clear()
+    engine_env = {} if on.directory is None else {"PYTHONPATH": _engine_path(on.directory)}
+    with serve(contender, scratch, {**env, **engine_env}, cwd=on.directory) as running:
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the case ----------------------------------------------------------------------------

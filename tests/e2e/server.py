@@ -92,13 +92,16 @@ def run_uvicorn(
     timeout: float = 30.0,
     server: str = "uvicorn",
     port: int | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
     """Start ``app`` (``module:attribute``) under ``server`` (uvicorn by default) on
-    127.0.0.1 (on ``port``, else a free one) and stop it afterwards."""
+    127.0.0.1 (on ``port``, else a free one), in ``cwd`` (the project's root by default), and
+    stop it afterwards. ``env``
+    is added to this process's environment (a ``PYTHONPATH`` there replaces the project's)."""
     port = port or free_port()
     command = server_command(server, app, port, workers)
     process_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    process = subprocess.Popen(command, env=process_env, cwd=ROOT)
+    process = subprocess.Popen(command, env=process_env, cwd=cwd or ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
