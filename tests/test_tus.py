@@ -534,3 +534,29 @@ def test_a_one_piece_upload_on_local_disk_is_linked_not_copied(
     assert file.path is not None and file.path.read_bytes() == data
     assert file.path.stat().st_nlink == 1, "the piece is gone; the file is its inode"
     assert not [name for name in app.files() if ".upload-" in name or "/data-" in name]
+
+
+def test_the_filename_and_metadata_hooks_see_the_upload_metadata_as_the_form(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def named(context: Any) -> str:
+        seen.append((context.field_name, context.filename, dict(context.form)))
+        return f"{context.form['user']}-{context.filename}"
+
+    app = App(tmp_path, filename=named, metadata=lambda context: {"title": context.form["title"]})
+    url = app.create(3, **{"Upload-Metadata": metadata(filename="clip.mp4", user="ann", title="Holiday")})
+    assert app.patch(url, 0, b"abc").status_code == 204
+    [file] = app.completed
+    assert file.filename == "ann-clip.mp4" and file.metadata["title"] == "Holiday"
+    assert seen == [("video", "clip.mp4", {"filename": "clip.mp4", "user": "ann", "title": "Holiday"})]
+    assert (tmp_path / "videos" / "ann-clip.mp4").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "md5", "sha256"])
+def test_each_advertised_checksum_algorithm_is_checked(tus: App, algorithm: str) -> None:
+    url = tus.create(6)
+    right = base64.b64encode(hashlib.new(algorithm, b"abc").digest()).decode()
+    wrong = base64.b64encode(hashlib.new(algorithm, b"abd").digest()).decode()
+    assert tus.patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {wrong}"}).status_code == 460
+    assert tus.patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {right}"}).status_code == 204
+    assert tus.client.head(url, headers=TUS).headers["Upload-Offset"] == "3"

@@ -506,33 +506,31 @@ def test_an_upload_survives_the_server_killed_and_restarted(setup: Setup, open_p
         assert second.process.poll() is None
 
 
-def test_an_upload_survives_its_connection_reset_mid_patch(
-    local: tuple[Setup, Server], open_page: Opener
-) -> None:
-    """Through a proxy that resets the PATCH's connection 100 KiB into its body (a mobile
-    network, a proxy's cap): tus-js-client retries from the server's offset, which kept the
-    bytes that arrived."""
-    setup, server = local
-    proxy = Proxy(server.url)
-    try:
-        path, digest = source_file(setup, "reset.pdf")
-        proxied = Server(url=f"http://127.0.0.1:{proxy.port}", process=server.process)
-        page, traffic = open_page(proxied)
-        proxy.cut_after = 100 * 1024  # bytes a connection carries: 100 KiB into a PATCH
-        start(page, path)
-        deadline = time.monotonic() + 30
-        while not proxy.cuts:  # Playwright's own wait: the page's routed requests go on meanwhile
-            assert time.monotonic() < deadline, "no connection was reset"
-            page.wait_for_timeout(50)
-        proxy.cut_after = None
-        check_stored(page, setup, "reset.pdf", digest, traffic)
-        assert proxy.cuts >= 1  # (the retry may be cut too, before the cut is turned off)
-        offsets = traffic.patches()
-        assert offsets == sorted(set(offsets))  # no PATCH went back to an offset already sent
-        # One PATCH resumed mid-chunk: at the bytes the server kept of the one cut off.
-        assert any(offset % (CHUNK_KIB * 1024) for offset in offsets), offsets
-    finally:
-        proxy.close()
+def test_an_upload_survives_its_connection_reset_mid_patch(setup: Setup, open_page: Opener) -> None:
+    """On every store, through a proxy that resets the PATCH's connection 100 KiB into its
+    body (a mobile network, a proxy's cap): tus-js-client retries from the server's offset,
+    which kept the bytes that arrived."""
+    with run_uvicorn(APP, env=setup.env) as server:
+        proxy = Proxy(server.url)
+        try:
+            path, digest = source_file(setup, "reset.pdf")
+            proxied = Server(url=f"http://127.0.0.1:{proxy.port}", process=server.process)
+            page, traffic = open_page(proxied)
+            proxy.cut_after = 100 * 1024  # bytes a connection carries: 100 KiB into a PATCH
+            start(page, path)
+            deadline = time.monotonic() + 30
+            while not proxy.cuts:  # Playwright's own wait: the page's routed requests go on meanwhile
+                assert time.monotonic() < deadline, "no connection was reset"
+                page.wait_for_timeout(50)
+            proxy.cut_after = None
+            check_stored(page, setup, "reset.pdf", digest, traffic)
+            assert proxy.cuts >= 1  # (the retry may be cut too, before the cut is turned off)
+            offsets = traffic.patches()
+            assert offsets == sorted(set(offsets))  # no PATCH went back to an offset already sent
+            # One PATCH resumed mid-chunk: at the bytes the server kept of the one cut off.
+            assert any(offset % (CHUNK_KIB * 1024) for offset in offsets), offsets
+        finally:
+            proxy.close()
 
 
 def test_patch_sent_as_post_for_proxies_that_refuse_patch(
